@@ -1,0 +1,3 @@
+from ropefix.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,75 @@
+"""The only module that reads argv: builds the subcommands and maps failures to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import platform
+import sys
+import traceback
+from pathlib import Path
+from typing import Sequence
+
+from ropefix import __version__
+from ropefix.errors import RopefixError
+
+# One module per subcommand under ropefix.commands; each defines
+# ``register(subparsers)``, which adds its parser with ``set_defaults(func=run)``,
+# and ``run(args) -> int``.
+COMMANDS = ["cache"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ropefix", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"ropefix {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"ropefix.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except RopefixError as e:
+        print(f"ropefix: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("ropefix: interrupted; nothing half-done was kept.", file=sys.stderr)
+        return 130
+    except Exception:
+        log = _write_crash_log(argv)
+        print(f"ropefix: unexpected error (a bug in ropefix); details in {log}", file=sys.stderr)
+        return 3
+
+
+def _write_crash_log(argv: Sequence[str] | None) -> Path:
+    from ropefix.store import default_root
+
+    root = default_root()
+    root.mkdir(parents=True, exist_ok=True)
+    log = root / "ropefix.log"
+    versions = []
+    for mod in ("torch", "transformers", "accelerate", "libcst", "git"):
+        try:
+            versions.append(f"{mod} {importlib.import_module(mod).__version__}")
+        except Exception as e:  # the report must be written whatever is broken
+            versions.append(f"{mod} unavailable ({type(e).__name__})")
+    log.write_text(
+        "### ropefix crash report\n\n"
+        f"- when: {datetime.datetime.now().isoformat(timespec='seconds')}\n"
+        f"- command: ropefix {' '.join(argv if argv is not None else sys.argv[1:])}\n"
+        f"- ropefix {__version__}, python {platform.python_version()}, {platform.platform()}\n"
+        f"- {', '.join(versions)}\n\n```\n{traceback.format_exc()}```\n"
+    )
+    return log
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,24 @@
+"""Progress and messages for long work: everything goes to stderr, so stdout stays machine-readable."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Iterable, Iterator, TypeVar
+
+T = TypeVar("T")
+
+
+def info(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def progress(items: Iterable[T], label: str, total: int | None = None) -> Iterator[T]:
+    """Yield ``items`` while printing ``[i/n] label: item (elapsed)`` for each one."""
+    items = list(items) if total is None else items
+    n = total if total is not None else len(items)  # type: ignore[arg-type]
+    start = time.monotonic()
+    for i, item in enumerate(items, 1):
+        info(f"[{i}/{n}] {label}: {item} ({time.monotonic() - start:.1f}s)")
+        yield item
+    info(f"{label}: {n} done in {time.monotonic() - start:.1f}s")
