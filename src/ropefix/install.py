@@ -1,0 +1,278 @@
+"""Patch the transformers installed in an environment, and undo it byte for byte.
+
+The installed side of ``ropefix backport``. Before a byte changes, every file is checked against
+the wheel's RECORD (sha256), so files someone else changed are refused, not overwritten. The
+originals are backed up next to the install (``<site-packages>/.ropefix/transformers-<version>/``,
+so ``ropefix cache clear`` cannot lose them), every file is written through a temporary file and
+``os.replace``, and a state file records what was done. If any write fails, the files already
+written are put back before the error is raised: nothing half-done survives.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import enum
+import hashlib
+import importlib.metadata as md
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ropefix.errors import RopefixError
+
+DIST = "transformers"
+STATE_DIR = ".ropefix"
+
+
+@dataclass(frozen=True)
+class FileChange:
+    """One file of a patch, by its path relative to site-packages (``transformers/models/...``)."""
+
+    path: str
+    original: bytes
+    patched: bytes
+
+
+@dataclass(frozen=True)
+class Patch:
+    version: str
+    rules: tuple[str, ...]
+    changes: tuple[FileChange, ...]
+
+
+@dataclass(frozen=True)
+class Installed:
+    """A transformers distribution installed from a wheel: where it is and what its RECORD says."""
+
+    version: str
+    site: Path
+    record: dict[str, str]  # path relative to site -> sha256 hex digest from RECORD
+
+    @property
+    def state_dir(self) -> Path:
+        return self.site / STATE_DIR / f"{DIST}-{self.version}"
+
+
+class FileState(str, enum.Enum):
+    UNPATCHED = "unpatched"  # matches the wheel's RECORD
+    PATCHED = "patched"  # matches what ropefix wrote
+    MODIFIED = "modified"  # neither: changed by someone else
+
+
+@dataclass(frozen=True)
+class InstallReport:
+    version: str
+    site: Path
+    files: dict[str, FileState]
+    changed: tuple[str, ...] = field(default=())  # files this call wrote
+
+    @property
+    def overall(self) -> FileState:
+        states = set(self.files.values())
+        if FileState.MODIFIED in states or len(states) > 1:
+            return FileState.MODIFIED
+        return states.pop() if states else FileState.UNPATCHED
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def find_installed(site: Path | None = None) -> Installed:
+    """The transformers in ``site`` (a site-packages folder), or the one this interpreter imports."""
+    dists = list(md.distributions(name=DIST, path=[str(site)])) if site else _default_dists()
+    if not dists:
+        where = site or "this Python environment"
+        raise RopefixError(
+            f"transformers is not installed in {where}. Install it (`pip install transformers==X`) "
+            "or pass the site-packages folder that holds it with --site."
+        )
+    dist = dists[0]
+    record_text = dist.read_text("RECORD")
+    if not record_text:
+        raise RopefixError(
+            f"transformers {dist.version} was not installed from a wheel (its metadata has no RECORD file, as with "
+            "conda or `setup.py develop`), so ropefix cannot prove its files are unchanged. Reinstall it with "
+            f"`pip install --force-reinstall --no-deps transformers=={dist.version}`, or use `ropefix.hotfix(model)`, "
+            "which changes no files."
+        )
+    record: dict[str, str] = {}
+    for line in record_text.splitlines():
+        path, _, rest = line.partition(",")
+        algo, _, digest = rest.partition(",")[0].partition("=")
+        if algo == "sha256":
+            record[path] = base64.urlsafe_b64decode(digest + "=" * (-len(digest) % 4)).hex()
+    return Installed(dist.version, Path(str(dist.locate_file(""))).resolve(), record)
+
+
+def _default_dists() -> list[md.Distribution]:
+    try:
+        return [md.distribution(DIST)]
+    except md.PackageNotFoundError:
+        return []
+
+
+def status(patch: Patch, inst: Installed) -> InstallReport:
+    _check_matches(patch, inst)
+    return InstallReport(inst.version, inst.site, {c.path: _state(c, inst) for c in patch.changes})
+
+
+def install(patch: Patch, inst: Installed, *, write: Callable[[Path, bytes], None] | None = None) -> InstallReport:
+    """Apply ``patch`` to ``inst``; idempotent. ``write`` replaces the atomic writer (tests inject failures)."""
+    before = status(patch, inst)
+    modified = [p for p, s in before.files.items() if s is FileState.MODIFIED]
+    if modified:
+        raise RopefixError(
+            f"These installed transformers {inst.version} files match neither the wheel's RECORD nor ropefix's patch, "
+            f"so someone else changed them: {', '.join(modified)}. Nothing was changed. Reinstall transformers "
+            f"(`pip install --force-reinstall --no-deps transformers=={inst.version}`) and retry."
+        )
+    todo = [c for c in patch.changes if before.files[c.path] is FileState.UNPATCHED]
+    if not todo:
+        return before
+    _check_writable(inst, todo)
+    writer = write or atomic_write
+    for c in todo:  # back up first: the originals are what --revert restores
+        atomic_write(inst.state_dir / "originals" / c.path, c.original)
+    _save_state(inst, patch)
+    done: list[FileChange] = []
+    try:
+        for c in todo:
+            writer(inst.site / c.path, c.patched)
+            done.append(c)
+    except BaseException as e:
+        for c in done:
+            atomic_write(inst.site / c.path, c.original)
+        _remove_state(inst)
+        if isinstance(e, OSError):
+            raise RopefixError(
+                f"Writing {inst.site} failed ({e}); the files already written were restored and "
+                "nothing is changed. Fix the cause (disk full? permissions?) and retry."
+            ) from e
+        raise
+    after = status(patch, inst)
+    return InstallReport(after.version, after.site, after.files, tuple(c.path for c in todo))
+
+
+def revert(inst: Installed) -> InstallReport:
+    """Restore the originals ropefix backed up, byte-identical (checked against RECORD); idempotent."""
+    state = _load_state(inst)
+    if state is None:
+        return InstallReport(inst.version, inst.site, {})
+    files: dict[str, dict[str, str]] = state["files"]
+    originals: dict[str, bytes] = {}
+    for path, digests in files.items():
+        current = _read(inst.site / path)
+        if current is not None and sha256(current) not in (digests["original"], digests["patched"]):
+            raise RopefixError(
+                f"{inst.site / path} changed after ropefix patched it, so reverting would lose "
+                f"someone's edit. Nothing was changed. Reinstall transformers=={inst.version} instead."
+            )
+        backup = _read(inst.state_dir / "originals" / path)
+        if backup is None or sha256(backup) != digests["original"]:
+            raise RopefixError(
+                f"The backup of {path} under {inst.state_dir} is missing or damaged. Nothing was "
+                f"changed. Reinstall with `pip install --force-reinstall --no-deps "
+                f"transformers=={inst.version}`."
+            )
+        originals[path] = backup
+    _check_writable(inst, [FileChange(p, b"", b"") for p in originals])
+    changed = []
+    for path, data in originals.items():
+        if _read(inst.site / path) != data:
+            atomic_write(inst.site / path, data)
+            changed.append(path)
+    _remove_state(inst)
+    return InstallReport(inst.version, inst.site, {p: FileState.UNPATCHED for p in originals}, tuple(changed))
+
+
+def atomic_write(dest: Path, data: bytes) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if dest.exists():
+            os.chmod(tmp, dest.stat().st_mode & 0o7777)
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _check_matches(patch: Patch, inst: Installed) -> None:
+    if patch.version != inst.version:
+        raise RopefixError(
+            f"The patch is for transformers {patch.version} but {inst.site} holds {inst.version}. "
+            f"Run `ropefix backport --to {inst.version} --install` for the installed release."
+        )
+    missing = [c.path for c in patch.changes if c.path not in inst.record]
+    if missing:
+        raise RopefixError(
+            f"The wheel's RECORD in {inst.site} does not list {', '.join(missing)} (an editable or "
+            "repackaged install?). Reinstall transformers from its wheel and retry."
+        )
+
+
+def _state(change: FileChange, inst: Installed) -> FileState:
+    data = _read(inst.site / change.path)
+    if data is None:
+        return FileState.MODIFIED
+    digest = sha256(data)
+    if digest == inst.record[change.path] and data == change.original:
+        return FileState.UNPATCHED
+    if data == change.patched:
+        return FileState.PATCHED
+    return FileState.MODIFIED
+
+
+def _check_writable(inst: Installed, changes: Iterable[FileChange]) -> None:
+    """Probe every folder we will write by creating a file in it: os.access lies for root and read-only mounts."""
+    folders = {(inst.site / c.path).parent for c in changes} | {inst.site}
+    for folder in sorted(folders):
+        try:
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=".ropefix-probe.")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise RopefixError(
+                f"Cannot write to {folder} ({e.strerror}): the site-packages is read-only for this user. Nothing was "
+                "changed. Run as the environment's owner, install into a virtual environment you own, or use "
+                "`ropefix.hotfix(model)`, which changes no files."
+            ) from e
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _save_state(inst: Installed, patch: Patch) -> None:
+    state = {
+        "version": inst.version,
+        "rules": list(patch.rules),
+        "files": {c.path: {"original": sha256(c.original), "patched": sha256(c.patched)} for c in patch.changes},
+    }
+    atomic_write(inst.state_dir / "state.json", json.dumps(state, indent=2).encode())
+
+
+def _load_state(inst: Installed) -> dict | None:
+    data = _read(inst.state_dir / "state.json")
+    return json.loads(data) if data else None
+
+
+def _remove_state(inst: Installed) -> None:
+    import shutil
+
+    shutil.rmtree(inst.state_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        (inst.site / STATE_DIR).rmdir()
