@@ -17,9 +17,10 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 import filelock
 import platformdirs
@@ -65,7 +66,7 @@ class Store:
     @contextlib.contextmanager
     def lock(self, name: str = "store", timeout: float = 600) -> Iterator[None]:
         """An inter-process lock; concurrent ropefix runs serialise on it."""
-        lock = filelock.FileLock(str(self.root / f".{name}.lock"))
+        lock = _file_lock(self.root / f".{name}.lock")
         try:
             with lock.acquire(timeout=timeout):
                 yield
@@ -123,6 +124,19 @@ class Store:
                 else:
                     e.path.unlink()
             return removed
+
+
+# One FileLock object per lock file in this process: FileLock counts re-entries on the same
+# object, so a function holding the lock can call another that takes it (a second object on
+# the same file would wait for itself forever).
+_LOCKS: dict[str, filelock.FileLock] = {}
+
+
+def _file_lock(path: Path) -> filelock.FileLock:
+    key = str(path)
+    if key not in _LOCKS:
+        _LOCKS[key] = filelock.FileLock(key)
+    return _LOCKS[key]
 
 
 def _size(path: Path) -> int:
