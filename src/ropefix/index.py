@@ -9,6 +9,7 @@ work; downloads land in the store's ``downloads/`` only after their hash checks 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import time
@@ -91,7 +92,7 @@ def download(version: str, store: Store | None = None) -> Path:
                         f"(expected {meta.sha256}, got {digest.hexdigest()}). Nothing was kept. "
                         "Retry later; if it persists, the index or a proxy is serving a corrupt file."
                     )
-        except (urllib.error.URLError, OSError) as e:
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
             raise RopefixError(
                 f"Downloading {meta.url} failed ({_reason(e)}); nothing was kept. "
                 "Check the network or $ROPEFIX_INDEX_URL and retry."
@@ -118,7 +119,7 @@ def _metadata(store: Store, *, refresh: bool = False) -> dict:
     try:
         with _open(url) as resp:
             data = json.load(resp)
-    except (urllib.error.URLError, OSError, ValueError) as e:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
         if cache.is_file():
             cached = json.loads(cache.read_text())
             if cached.get("url") == url:

@@ -275,3 +275,32 @@ def _import_release(store: Store, version: str) -> str:
             )
         history.tag(tag, sha)
     return tag
+
+
+# -- what a tree holds ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TreeSummary:
+    root: Path
+    python_files: int  # under src/transformers
+    models: int  # folders under src/transformers/models
+    rope_deltas: dict[str, list[str]]  # model -> its files that mention rope_deltas
+
+
+def describe(root: Path) -> TreeSummary:
+    """Count what a release tree holds and which models' files carry ``rope_deltas`` (a text search)."""
+    package = Path(root) / "src" / "transformers"
+    if not package.is_dir():
+        raise RopefixError(f"{root} holds no src/transformers; it is not a transformers source tree.")
+    models = package / "models"
+    found: dict[str, list[str]] = {}
+    for path in sorted(models.glob("*/*.py")):
+        if "rope_deltas" in path.read_text(encoding="utf-8", errors="replace"):
+            found.setdefault(path.parent.name, []).append(path.name)
+    return TreeSummary(
+        root=Path(root),
+        python_files=sum(1 for _ in package.rglob("*.py")),
+        models=sum(1 for p in models.iterdir() if p.is_dir() and not p.name.startswith("__")),
+        rope_deltas=found,
+    )

@@ -88,7 +88,7 @@ def resolve(spec: str, available: Iterable[str]) -> list[str]:
         if Version(v) == wanted:
             return [v]
     raise RopefixError(
-        f"transformers {text} is not a known release. Nearest existing: {', '.join(nearest(text, available))}. "
+        f"transformers {text} is not a known release. Nearest existing: {', '.join(nearest(text, finals or available))}. "
         "Pick one of those (or run `ropefix checkout latest`)."
     )
 
