@@ -1,0 +1,65 @@
+"""Backports: the fix for one pinned release, made by the engine on that release's own tree.
+
+No line numbers are shifted from another release: the fix engine rewrites the release's own
+files (a dry run: the rewritten text stays in memory), and the difference is the patch. It is kept as a value (``install.Patch``,
+with the paths an installed wheel uses) and as a unified diff in ``patches/`` that applies to a
+release checkout with ``git apply`` or ``patch -p1``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ropefix import rules as rules_mod
+from ropefix.errors import RopefixError
+from ropefix.install import FileChange, Patch
+
+
+def patch_name(version: str) -> str:
+    return f"transformers-{version}.patch"
+
+
+def make_patch(version: str, rules: list[str] | None = None, tree: Path | None = None) -> Patch:
+    """The fix for ``version`` (all rules unless ``rules``), from the release's tree (fetched if not given)."""
+    from ropefix import engine, sources
+
+    chosen = tuple(r.name for r in rules_mod.select(rules))
+    root = tree or sources.release_tree(version)
+    report = engine.apply_tree(root, rules=list(chosen), dry_run=True)  # the engine's own rewrite, kept in memory
+    prefix = report.prefix.rstrip("/")
+    changes = tuple(
+        FileChange(_installed_path(ch.file, prefix), ch.before.encode(), ch.after.encode()) for ch in report.changes
+    )
+    if not changes:
+        raise RopefixError(
+            f"The fix engine changes nothing in transformers {version} with rules {', '.join(chosen)}: the release "
+            f"is already safe there, or its code has a shape no rule knows (see `ropefix scan --version {version}`). "
+            "No patch was written. If the release still fails, `ropefix.hotfix(model)` guards it at run time."
+        )
+    return Patch(version, chosen, changes)
+
+
+def unified_diff(patch: Patch) -> str:
+    """The patch as a -p1 diff against a release checkout (``src/transformers/...``), by the engine's generator."""
+    from ropefix import engine
+
+    header = f"ropefix backport for transformers {patch.version}; rules: {', '.join(patch.rules)}\n\n"
+    body = "".join(
+        engine.unified_diff(f"src/{c.path}", c.original.decode(), c.patched.decode()) for c in patch.changes
+    )
+    return header + body
+
+
+def write_patch(patch: Patch, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    dest = folder / patch_name(patch.version)
+    tmp = dest.with_name(f".{dest.name}.part")
+    tmp.write_text(unified_diff(patch))
+    tmp.replace(dest)
+    return dest
+
+
+def _installed_path(rel: str, prefix: str) -> str:
+    """``src/transformers/models/x.py`` (a checkout) -> ``transformers/models/x.py`` (site-packages)."""
+    inside = rel[len(prefix) + 1 :] if prefix else rel
+    return f"transformers/{inside}"

@@ -1,0 +1,103 @@
+"""backport: the engine's patch for a pinned release, written to patches/ and installed into a real wheel venv."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from wheelenv import make_env, wheel
+
+from ropefix import backport, install, sources
+from ropefix.errors import RopefixError
+from ropefix.main import main
+from ropefix.store import ENV_VAR, Store
+
+VERSION = "4.49.0"
+
+
+@pytest.fixture(scope="session")
+def release(shared_store: Store) -> Path:
+    return sources.release_tree(VERSION, store=shared_store)
+
+
+@pytest.fixture(scope="session")
+def pristine_env(shared_store: Store, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("wheelenv") / "venv"
+    make_env(root, wheel(shared_store, VERSION))
+    return root
+
+
+@pytest.fixture
+def site(pristine_env: Path, tmp_path: Path) -> Path:
+    env = tmp_path / "venv"
+    shutil.copytree(pristine_env, env, symlinks=True)
+    return next(env.glob("lib/python*/site-packages"))
+
+
+pytestmark = [pytest.mark.network, pytest.mark.slow]
+
+
+def test_patch_comes_from_the_releases_own_tree(release: Path, tmp_path: Path) -> None:
+    patch = backport.make_patch(VERSION, tree=release)
+    assert patch.rules[0] == "rope-deltas"
+    assert "transformers/models/qwen2_vl/modeling_qwen2_vl.py" in {c.path for c in patch.changes}
+    for c in patch.changes:
+        assert c.original == (release / "src" / c.path).read_bytes()
+        assert c.patched != c.original
+        compile(c.patched, c.path, "exec")
+    dest = backport.write_patch(patch, tmp_path / "patches")
+    assert dest.name == f"transformers-{VERSION}.patch"
+    text = dest.read_text()
+    assert "+++ b/src/transformers/models/qwen2_vl/modeling_qwen2_vl.py" in text
+    assert "cache_position.device" in text
+
+
+def test_engine_patch_install_status_revert_round_trip(release: Path, site: Path) -> None:
+    inst = install.find_installed(site)
+    originals = {p: (site / p).read_bytes() for p in inst.record if p.endswith(".py") and "/models/qwen2" in p}
+    patch = backport.make_patch(VERSION, tree=release)
+    assert install.status(patch, inst).overall is install.FileState.UNPATCHED
+    done = install.install(patch, inst)
+    assert done.overall is install.FileState.PATCHED and done.changed
+    assert b"cache_position.device" in (site / "transformers/models/qwen2_vl/modeling_qwen2_vl.py").read_bytes()
+    install.revert(inst)
+    assert {p: (site / p).read_bytes() for p in originals} == originals
+    assert all(install.sha256(data) == inst.record[p] for p, data in originals.items())
+
+
+def test_cli_install_status_revert(
+    release: Path,
+    site: Path,
+    shared_store: Store,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv(ENV_VAR, str(shared_store.root))  # the release tree is already in the shared cache
+    target = site / "transformers/models/qwen2_vl/modeling_qwen2_vl.py"
+    before = target.read_bytes()
+    common = ["--site", str(site), "--patches", str(tmp_path / "patches")]
+    assert main(["backport", "--status", *common]) == 0
+    assert "unpatched" in capsys.readouterr().out
+    assert main(["backport", "--install", "--to", VERSION, *common]) == 0
+    assert (tmp_path / "patches" / f"transformers-{VERSION}.patch").exists()
+    assert main(["backport", "--status", *common]) == 0
+    assert f"transformers {VERSION} in {site}: patched" in capsys.readouterr().out
+    assert main(["backport", "--install", *common]) == 0  # idempotent
+    assert "patched 0 file(s)" in capsys.readouterr().out
+    assert main(["backport", "--revert", *common]) == 0
+    assert target.read_bytes() == before
+    assert main(["backport", "--install", "--to", "4.53.3", *common]) == 1  # not the installed release
+    assert "does not match the installed" in capsys.readouterr().err
+
+
+def test_release_the_engine_cannot_patch_is_refused(tmp_path: Path) -> None:
+    pkg = tmp_path / "src" / "transformers"
+    (pkg / "models" / "toy").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "models" / "toy" / "modeling_toy.py").write_text(
+        "def forward(self, cache_position=None):\n    return self.cache_length + self.rope_deltas\n"
+    )
+    with pytest.raises(RopefixError, match="changes nothing"):
+        backport.make_patch("9.9.9", tree=tmp_path)
