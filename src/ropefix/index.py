@@ -82,9 +82,17 @@ def download(version: str, store: Store | None = None) -> Path:
         digest = hashlib.sha256()
         try:
             with store.atomic_file(dest) as fh, _open(meta.url) as resp:
+                announced, received = resp.headers.get("Content-Length"), 0
                 while chunk := resp.read(_CHUNK):
                     digest.update(chunk)
                     fh.write(chunk)
+                    received += len(chunk)
+                if announced is not None and received != int(announced):
+                    # http.client returns a short body without complaint when a connection drops.
+                    raise RopefixError(
+                        f"Downloading {meta.url} was cut off after {received} of {announced} bytes; nothing was "
+                        "kept. Retry; the next run starts from scratch."
+                    )
                 if digest.hexdigest() != meta.sha256:
                     # Raising inside the block makes atomic_file delete the temporary file.
                     raise RopefixError(
