@@ -292,7 +292,7 @@ class Repo:
     def format_patch(self, revision_range: str, out_dir: Path) -> list[Path]:
         """One mbox patch file per commit in ``revision_range`` (e.g. ``v4.49.0..HEAD``), in order."""
         out_dir.mkdir(parents=True, exist_ok=True)
-        out = self.run("format-patch", "-q", "-o", str(out_dir), revision_range)
+        out = self.run("format-patch", "-o", str(out_dir), revision_range)
         return [Path(p) for p in out.splitlines() if p.strip()]
 
     def am(self, patches: Sequence[Path], *, three_way: bool = True) -> str:
