@@ -1,0 +1,323 @@
+"""The fix engine's facade: ``scan_tree`` finds every site of every rule, ``apply_tree`` rewrites them.
+
+Check and fix share one code path (``rewrite``): a scan is a rewrite that keeps nothing. Every
+rewritten file is re-scanned before anything is written: it must compile, hold no affected site
+and pass each rule's safety check, or nothing is written at all.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import libcst as cst
+
+from ropefix import cst as c
+from ropefix import formatting
+from ropefix.errors import RopefixError
+from ropefix.rules import AFFECTED, FIXED, UNKNOWN, Finding, Rule, select
+from ropefix.rules.base import locate
+
+
+@dataclass(frozen=True)
+class Site:
+    model: str
+    file: str  # relative to the root given to scan_tree/apply_tree
+    line: int
+    rule: str
+    shape: str
+    status: str  # "affected", "fixed" or "unknown-shape"
+    code: str
+
+
+@dataclass(frozen=True)
+class ScanReport:
+    root: str
+    prefix: str  # where the transformers package sits under root ("src/transformers" or "")
+    sites: list[Site]
+    files_scanned: int
+
+    def with_status(self, status: str) -> list[Site]:
+        return [s for s in self.sites if s.status == status]
+
+    @property
+    def affected(self) -> list[Site]:
+        return self.with_status(AFFECTED)
+
+    def models(self) -> dict[str, dict[str, int]]:
+        """Per model, how many sites have each status."""
+        out: dict[str, dict[str, int]] = {}
+        for s in self.sites:
+            counts = out.setdefault(s.model, {AFFECTED: 0, FIXED: 0, UNKNOWN: 0})
+            counts[s.status] += 1
+        return dict(sorted(out.items()))
+
+    def to_json(self) -> dict:
+        return {
+            "root": self.root,
+            "prefix": self.prefix,
+            "files_scanned": self.files_scanned,
+            "sites": [asdict(s) for s in self.sites],
+        }
+
+
+@dataclass(frozen=True)
+class FileChange:
+    file: str
+    before: str
+    after: str
+    sites_fixed: list[Site]
+
+    @property
+    def diff(self) -> str:
+        return unified_diff(self.file, self.before, self.after)
+
+
+@dataclass(frozen=True)
+class ApplyReport:
+    root: str
+    prefix: str
+    changes: list[FileChange]
+    dry_run: bool
+    remaining: list[Site] = field(default_factory=list)  # sites after the rewrite (none affected)
+    modular_checked: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+    @property
+    def diff(self) -> str:
+        return "".join(ch.diff for ch in self.changes)
+
+    def summary(self) -> str:
+        if not self.changes:
+            return "nothing to change: every site the rules know is already fixed"
+        n = sum(len(ch.sites_fixed) for ch in self.changes)
+        verb = "would fix" if self.dry_run else "fixed"
+        return f"{verb} {n} site(s) in {len(self.changes)} file(s)"
+
+
+def unified_diff(rel: str, before: str, after: str) -> str:
+    """A ``git apply``-able diff of one file (a/ and b/ prefixes)."""
+    lines = difflib.unified_diff(
+        before.splitlines(keepends=True), after.splitlines(keepends=True), f"a/{rel}", f"b/{rel}"
+    )
+    return "".join(ln if ln.endswith("\n") else ln + "\n\\ No newline at end of file\n" for ln in lines)
+
+
+# --- locating files ---------------------------------------------------------------------------
+
+
+def package_dir(root: Path) -> tuple[Path, str]:
+    """The transformers package under ``root`` and its relative prefix."""
+    root = Path(root)
+    if (root / "src" / "transformers" / "models").is_dir():
+        return root / "src" / "transformers", "src/transformers"
+    if (root / "models").is_dir() and (root / "__init__.py").exists():
+        return root, ""
+    raise RopefixError(
+        f"{root} is neither a transformers checkout (with src/transformers/models) nor an installed "
+        "transformers package folder (with models/ and __init__.py). Pass one of those, e.g. the folder "
+        "`ropefix checkout` made or `python -c 'import transformers, os; print(os.path.dirname(transformers.__file__))'`."
+    )
+
+
+def model_files(pkg: Path, models: list[str] | None = None) -> list[Path]:
+    """Every modeling_*.py and modular_*.py of the model folders (optionally only ``models``)."""
+    base = pkg / "models"
+    if models:
+        missing = [m for m in models if not (base / m).is_dir()]
+        if missing:
+            raise RopefixError(
+                f"No model folder {', '.join(missing)} under {base}. Model names are folder names "
+                "such as qwen2_vl or qwen2_5_vl; `ropefix scan PATH` lists the ones with sites."
+            )
+        folders = [base / m for m in models]
+    else:
+        folders = sorted(p for p in base.iterdir() if p.is_dir())
+    found: list[Path] = []
+    for folder in folders:
+        found += sorted(folder.glob("modular_*.py")) + sorted(folder.glob("modeling_*.py"))
+    return found
+
+
+# --- one file, one rule -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    text: str
+    findings: list[tuple[str, Finding]]  # (rule name, finding) with file line numbers
+    problems: list[str]
+    touched: list[tuple[int, int]]  # 1-based inclusive line ranges that changed
+
+
+def _run_on(code: str, rule: Rule, fix: bool) -> tuple[str, list[Finding], list[str]]:
+    t = rule.transformer(fix)
+    new = cst.parse_module(code).visit(t)
+    return new.code, locate(code, t.findings), t.problems()
+
+
+def rewrite_rule(text: str, rule: Rule, fix: bool) -> Outcome:
+    """Find (and with ``fix``, rewrite) one rule's sites in one file's text."""
+    if not any(n in text for n in rule.needles):
+        return Outcome(text, [], [], [])
+    lines = text.splitlines(keepends=True)
+    pieces = c.chunks(lines, rule.needles, rule.hint)
+    try:
+        if pieces is not None:
+            return _by_chunks(lines, pieces, rule, fix)
+    except cst.ParserSyntaxError:
+        pass  # a chunk that does not stand alone: read the whole file instead
+    try:
+        new, found, problems = _run_on(text, rule, fix)
+    except cst.ParserSyntaxError as e:
+        raise RopefixError(f"libcst cannot parse this file ({e.message}); is it Python 3 source?") from e
+    return Outcome(new, [(rule.name, f) for f in found], problems, _changed_ranges(lines, new.splitlines(True), 0))
+
+
+def _by_chunks(lines: list[str], pieces: list[c.Chunk], rule: Rule, fix: bool) -> Outcome:
+    findings: list[tuple[str, Finding]] = []
+    problems: list[str] = []
+    touched: list[tuple[int, int]] = []
+    out = list(lines)
+    for piece in reversed(pieces):  # bottom up, so earlier line numbers stay put
+        new, found, probs = _run_on(piece.text, rule, fix)
+        findings += [(rule.name, _shift(f, piece.start)) for f in found]
+        problems += probs
+        if new != piece.text:
+            pad = " " * piece.indent
+            old_lines = piece.text.splitlines(keepends=True)
+            new_lines = [pad + ln if ln.strip() else ln for ln in new.splitlines(keepends=True)]
+            sm = difflib.SequenceMatcher(a=old_lines, b=new.splitlines(keepends=True), autojunk=False)
+            for tag, i1, i2, j1, j2 in reversed(sm.get_opcodes()):
+                if tag != "equal":
+                    out[piece.start + i1 : piece.start + i2] = new_lines[j1:j2]
+            touched += _changed_ranges(old_lines, new.splitlines(keepends=True), piece.start)
+    findings.sort(key=lambda rf: rf[1].line)
+    return Outcome("".join(out), findings, problems, sorted(touched))
+
+
+def _shift(f: Finding, by: int) -> Finding:
+    return Finding(f.line + by, f.shape, f.status, f.code)
+
+
+def _changed_ranges(old: list[str], new: list[str], offset: int) -> list[tuple[int, int]]:
+    """1-based inclusive ranges, in the NEW text, of lines that differ (offset: the piece's first line)."""
+    sm = difflib.SequenceMatcher(a=old, b=new, autojunk=False)
+    return [(offset + j1 + 1, offset + j2) for tag, _, _, j1, j2 in sm.get_opcodes() if tag != "equal" and j2 > j1]
+
+
+def rewrite(text: str, rules: list[Rule], fix: bool) -> Outcome:
+    """Every rule in order over one file's text; with ``fix`` the result is formatted and checked."""
+    findings: list[tuple[str, Finding]] = []
+    problems: list[str] = []
+    touched: list[tuple[int, int]] = []
+    for rule in rules:
+        o = rewrite_rule(text, rule, fix)
+        if fix and o.text != text:
+            text = formatting.format_lines(o.text, o.touched)
+            touched += o.touched
+        findings += o.findings
+        problems += o.problems
+    return Outcome(text, findings, problems, touched)
+
+
+# --- whole trees ------------------------------------------------------------------------------
+
+
+def _sites(rel: str, model: str, found: list[tuple[str, Finding]]) -> list[Site]:
+    return [Site(model, rel, f.line, name, f.shape, f.status, " ".join(f.code.split())) for name, f in found]
+
+
+def scan_tree(root: Path | str, models: list[str] | None = None, rules: list[str] | str | None = None) -> ScanReport:
+    root = Path(root)
+    pkg, prefix = package_dir(root)
+    chosen = select(rules)
+    needles = tuple(n.encode() for r in chosen for n in r.needles)
+    sites: list[Site] = []
+    files = model_files(pkg, models)
+    for path in files:
+        data = path.read_bytes()
+        if not any(n in data for n in needles):  # bytes first: most files never reach libcst
+            continue
+        rel = path.relative_to(root).as_posix()
+        sites += _sites(rel, path.parent.name, rewrite(data.decode(), chosen, fix=False).findings)
+    return ScanReport(str(root), prefix, sites, len(files))
+
+
+def apply_tree(
+    root: Path | str,
+    models: list[str] | None = None,
+    rules: list[str] | str | None = None,
+    dry_run: bool = False,
+) -> ApplyReport:
+    """Rewrite every affected site under ``root``; all files are written, or none."""
+    root = Path(root)
+    pkg, prefix = package_dir(root)
+    chosen = select(rules)
+    needles = tuple(n.encode() for r in chosen for n in r.needles)
+    changes: list[FileChange] = []
+    remaining: list[Site] = []
+    for path in model_files(pkg, models):
+        data = path.read_bytes()
+        if not any(n in data for n in needles):
+            continue
+        rel = path.relative_to(root).as_posix()
+        before = data.decode()
+        done = rewrite(before, chosen, fix=True)
+        fixed = [s for s in _sites(rel, path.parent.name, done.findings) if s.status == AFFECTED]
+        after_sites = _check(rel, path.parent.name, before, done.text, chosen)
+        remaining += after_sites
+        if done.text != before:
+            changes.append(FileChange(rel, before, done.text, fixed))
+    checked: list[str] = []
+    if not dry_run and changes:
+        _write_all(root, changes)
+        from ropefix import modular  # only when the tree can regenerate its modeling files
+
+        try:
+            checked = modular.confirm(root, prefix, changes)
+        except BaseException:
+            _write_all(root, [FileChange(ch.file, ch.after, ch.before, []) for ch in changes])
+            raise
+    return ApplyReport(str(root), prefix, changes, dry_run, remaining, checked)
+
+
+def _check(rel: str, model: str, before: str, after: str, rules: list[Rule]) -> list[Site]:
+    """The safety gate: the rewritten file compiles, holds no affected site, and passes every rule."""
+    if after == before:
+        return _sites(rel, model, rewrite(after, rules, fix=False).findings)
+    try:
+        compile(after, rel, "exec")
+    except SyntaxError as e:
+        raise RopefixError(f"Rewriting {rel} produced code that does not compile ({e}); a bug in a rule.") from e
+    again = rewrite(after, rules, fix=False)
+    left = [f for _, f in again.findings if f.status == AFFECTED]
+    if left or again.problems:
+        why = "; ".join([*again.problems, *(f"line {f.line}: {f.shape} still affected" for f in left)])
+        raise RopefixError(f"The rewrite of {rel} failed its own safety check ({why}); nothing was written.")
+    return _sites(rel, model, again.findings)
+
+
+def _write_all(root: Path, changes: list[FileChange]) -> None:
+    """Temp files first, then os.replace each: a crash leaves each file wholly old or wholly new."""
+    staged: list[tuple[str, Path]] = []
+    try:
+        for ch in changes:
+            dest = root / ch.file
+            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+            with os.fdopen(fd, "w", newline="") as fh:
+                fh.write(ch.after)
+            os.chmod(tmp, dest.stat().st_mode & 0o777)
+            staged.append((tmp, dest))
+        for tmp, dest in staged:
+            os.replace(tmp, dest)
+    finally:
+        for tmp, _ in staged:
+            if os.path.exists(tmp):
+                os.unlink(tmp)

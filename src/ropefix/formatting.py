@@ -1,0 +1,42 @@
+"""Format rewritten lines the way upstream does (ruff format, line length 119), and only those lines.
+
+Formatting whole upstream files would drag in every difference between upstream's ruff and
+ours; ``ruff format --range`` touches the logical lines we rewrote and nothing else.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from ropefix import proc
+from ropefix.errors import RopefixError
+
+LINE_LENGTH = 119  # upstream's setting in its pyproject.toml
+
+
+def ruff() -> str:
+    beside = Path(sys.executable).parent / "ruff"
+    found = str(beside) if beside.exists() else shutil.which("ruff")
+    if not found:
+        raise RopefixError("ruff is not installed, so rewritten code cannot be formatted. Run `pip install ruff`.")
+    return found
+
+
+def format_lines(text: str, lines: list[tuple[int, int]]) -> str:
+    """``text`` with the 1-based inclusive line ``lines`` ranges run through ``ruff format``."""
+    if not lines:
+        return text
+    with tempfile.TemporaryDirectory(prefix="ropefix-fmt-") as tmp:
+        path = Path(tmp) / "code.py"
+        path.write_text(text)
+        # bottom to top: a range that grows or shrinks does not move the ones above it
+        for first, last in sorted(set(lines), reverse=True):
+            done = proc.run(
+                [ruff(), "format", "--isolated", f"--line-length={LINE_LENGTH}", f"--range={first}-{last}", path]
+            )
+            if not done.ok:
+                raise RopefixError(f"ruff could not format rewritten code (a bug in a rule).\n{done.describe()}")
+        return path.read_text()
