@@ -1,0 +1,179 @@
+"""Render a Matrix: matrix.json, matrix.md (the table a PR body embeds), matrix.svg/png (the
+release × torch grid, one colour per status, a legend) and matrix.junit.xml for CI systems.
+
+The ``render_*`` functions are pure; ``write_all`` is the one place files are written, each to a
+temporary file first so no half-written report survives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+from ropefix.matrix.model import Matrix
+from ropefix.status import COLOURS, Status
+
+# What a reader of the table sees for each status (the legend uses the same words).
+LABELS: dict[Status, str] = {
+    Status.REPRODUCED_FIXED: "reproduced, fixed",
+    Status.REPRODUCED_OTHER_HAZARDS: "reproduced, other hazards remain",
+    Status.LATENT: "latent (pattern present, not reproduced)",
+    Status.NOT_AFFECTED: "not affected",
+    Status.FIX_FAILED: "fix failed",
+    Status.SKIPPED: "skipped",
+}
+MARKS: dict[Status, str] = {
+    Status.REPRODUCED_FIXED: "🟢",
+    Status.REPRODUCED_OTHER_HAZARDS: "🟠",
+    Status.LATENT: "🔵",
+    Status.NOT_AFFECTED: "⚪",
+    Status.FIX_FAILED: "🔴",
+    Status.SKIPPED: "⏭️",
+}
+FILES = ("matrix.json", "matrix.md", "matrix.svg", "matrix.png", "matrix.junit.xml")
+
+
+def render_json(m: Matrix) -> str:
+    return json.dumps(m.to_dict(), indent=2, sort_keys=False) + "\n"
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_md(m: Matrix) -> str:
+    """A transformers × torch table, then one line per cell with its reason and timings."""
+    cols = m.cols()
+    out = ["| transformers \\ torch | " + " | ".join(cols) + " |", "| --- |" + " --- |" * len(cols)]
+    for row in m.rows():
+        cells = []
+        for col in cols:
+            c = m.cell(row, col)
+            cells.append(f"{MARKS[c.status]} {c.status.value}" if c else "")
+        out.append(f"| {row} | " + " | ".join(cells) + " |")
+    counts = "; ".join(f"{n} {LABELS[s]}" for s, n in m.counts().items() if n)
+    out += ["", f"**{'PASS' if m.passed else 'FAIL'}**: {len(m.cells)} envs ({counts}) in {m.duration_s:.0f}s."]
+    if m.unknown_labels:
+        out.append(f"Unknown labels (tox.ini has no env under them): {', '.join(m.unknown_labels)}.")
+    out += ["", "<details><summary>per env</summary>", ""]
+    out += ["| env | transformers | torch | status | details | create s | install s | test s |"]
+    out += ["| --- | --- | --- | --- | --- | ---: | ---: | ---: |"]
+    for c in m.cells:
+        t = c.timings
+        out.append(
+            f"| {c.env} | {c.transformers} | {c.torch} | {c.status.value} | {_md_escape(c.reason)} "
+            f"| {t.create_s:.1f} | {t.install_s:.1f} | {t.test_s:.1f} |"
+        )
+    out += ["", "</details>", "", "Legend: " + "; ".join(f"{MARKS[s]} {s.value}: {LABELS[s]}" for s in Status)]
+    return "\n".join(out) + "\n"
+
+
+def render_junit(m: Matrix) -> str:
+    """One testcase per env; failures for cells that do not pass, <skipped> with the reason."""
+    suite = ET.Element(
+        "testsuite",
+        name="ropefix-matrix",
+        tests=str(len(m.cells)),
+        failures=str(sum(not c.passed for c in m.cells)),
+        errors="0",
+        skipped=str(sum(c.status is Status.SKIPPED for c in m.cells)),
+        time=f"{m.duration_s:.3f}",
+        timestamp=m.generated,
+    )
+    for c in m.cells:
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            classname=f"matrix.transformers-{c.transformers}",
+            name=f"{c.env} (transformers {c.transformers}, torch {c.torch})",
+            time=f"{c.timings.total_s:.3f}",
+        )
+        if c.status is Status.SKIPPED:
+            ET.SubElement(case, "skipped", message=c.reason)
+        elif not c.passed:
+            fail = ET.SubElement(case, "failure", message=f"{c.status.value}: {c.reason}", type=c.status.value)
+            fail.text = json.dumps(c.result, indent=1) if c.result else c.reason
+        ET.SubElement(case, "system-out").text = f"status: {c.status.value}\n{c.reason}"
+    root = ET.Element("testsuites", name="ropefix matrix")
+    root.append(suite)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def cell_gid(env: str) -> str:
+    """The SVG id of an env's cell (tests and tools find a cell's colour by it)."""
+    return f"cell-{env}"
+
+
+def draw(m: Matrix, svg: Path, png: Path) -> None:
+    """The release × torch grid, one colour per status, a legend with every status."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on CI machines
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch, Rectangle
+
+    rows, cols = m.rows(), m.cols()
+    fig, ax = plt.subplots(figsize=(2.2 + 1.6 * len(cols) + 3.2, 1.2 + 0.45 * max(1, len(rows))))
+    for y, row in enumerate(rows):
+        for x, col in enumerate(cols):
+            c = m.cell(row, col)
+            if c is None:
+                continue
+            rect = Rectangle((x, y), 1, 1, facecolor=COLOURS[c.status], edgecolor="#444444", linewidth=0.8)
+            rect.set_gid(cell_gid(c.env))
+            ax.add_patch(rect)
+            dark = c.status in (Status.REPRODUCED_FIXED, Status.FIX_FAILED)
+            ax.text(
+                x + 0.5,
+                y + 0.5,
+                c.status.value,
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if dark else "#222222",
+            )
+    ax.set_xlim(0, max(1, len(cols)))
+    ax.set_ylim(max(1, len(rows)), 0)  # oldest release on top, as in the table
+    ax.set_xticks([x + 0.5 for x in range(len(cols))], [f"torch {c}" for c in cols])
+    ax.set_yticks([y + 0.5 for y in range(len(rows))], [f"transformers {r}" for r in rows])
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.set_title(f"ropefix matrix: {'PASS' if m.passed else 'FAIL'} ({len(m.cells)} envs)")
+    handles = [Patch(facecolor=COLOURS[s], edgecolor="#444444", label=LABELS[s]) for s in Status]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=8)
+    fig.tight_layout()
+    with _atomic(svg) as tmp:
+        fig.savefig(tmp, format="svg")
+    with _atomic(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+@contextlib.contextmanager
+def _atomic(dest: Path) -> Iterator[Path]:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_all(m: Matrix, out_dir: Path) -> list[Path]:
+    """Write the five reports into ``out_dir``; returns their paths."""
+    paths = [out_dir / name for name in FILES]
+    for path, text in ((paths[0], render_json(m)), (paths[1], render_md(m)), (paths[4], render_junit(m))):
+        with _atomic(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    draw(m, paths[2], paths[3])
+    return paths
