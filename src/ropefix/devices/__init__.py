@@ -1,0 +1,82 @@
+"""Simulated accelerators on the CPU: ``with simulate(n=2) as sim:`` and ``cuda:0``, ``cuda:1`` exist.
+
+Tensors carry a virtual device (kept on their storage, see ``mode``); all arithmetic runs on the
+CPU, so results are bit-identical to a plain CPU run, while mixing devices raises PyTorch's own
+errors. ``torch.cuda`` answers for the virtual devices (``cuda_api``), so accelerate's
+``dispatch_model`` and ``infer_auto_device_map`` place models as they would on a real machine.
+Built on torch's public extension point ``torch.overrides.TorchFunctionMode``; the ``torch.cuda``
+functions are patched for the duration of the context only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+
+from ropefix.devices.cuda_api import CudaFacade, patched
+from ropefix.devices.mode import ATTR, DeviceMode
+from ropefix.errors import RopefixError
+
+__all__ = ["Simulator", "simulate", "virtual_device"]
+
+KINDS = ("cuda",)
+DEFAULT_MEMORY = 16 * 2**30
+_active = threading.Lock()
+
+
+@dataclass
+class Simulator:
+    """What ``simulate`` yields: the virtual devices and a way to ask where a tensor is."""
+
+    n: int
+    kind: str
+    memory: int
+    devices: list[torch.device] = field(default_factory=list)
+    mode: DeviceMode | None = None
+
+    def device_of(self, t: torch.Tensor) -> torch.device:
+        """The device ``t`` is on, inside or outside the simulation."""
+        return virtual_device(t)
+
+
+def virtual_device(t: torch.Tensor) -> torch.device:
+    """The (virtual) device of ``t``; usable after the simulation ended, e.g. in test reports."""
+    try:
+        dev = getattr(t.untyped_storage(), ATTR, None)
+    except (RuntimeError, NotImplementedError, TypeError):
+        dev = None
+    if dev is not None:
+        return dev
+    with torch._C.DisableTorchFunction():  # read the real device even inside a simulation
+        return t.device
+
+
+@contextlib.contextmanager
+def simulate(n: int = 2, kind: str = "cuda", memory: int = DEFAULT_MEMORY) -> Iterator[Simulator]:
+    """Simulate ``n`` devices ``{kind}:0 .. {kind}:{n-1}`` of ``memory`` bytes each on the CPU."""
+    if kind not in KINDS:
+        raise RopefixError(
+            f"the device simulator cannot simulate {kind!r} devices; it simulates {', '.join(KINDS)}. "
+            'Call simulate(n, kind="cuda").'
+        )
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise RopefixError(f"the device simulator needs a whole number of devices of at least 1, not {n!r}.")
+    if isinstance(memory, bool) or not isinstance(memory, int) or memory <= 0:
+        raise RopefixError(f"the simulated device memory must be a positive number of bytes, not {memory!r}.")
+    if not _active.acquire(blocking=False):
+        raise RopefixError(
+            "a device simulation is already running; simulations do not nest (torch.cuda can only "
+            "answer for one machine). Use the simulator you already have."
+        )
+    try:
+        facade = CudaFacade(n, memory)
+        mode = DeviceMode(kind, n, facade)
+        sim = Simulator(n=n, kind=kind, memory=memory, devices=list(mode.devices), mode=mode)
+        with patched(facade), mode:
+            yield sim
+    finally:
+        _active.release()

@@ -1,0 +1,110 @@
+"""The ``torch.cuda`` answers a simulated machine gives, patched in for the simulation only.
+
+accelerate and transformers ask ``torch.cuda`` how many devices exist and how much memory each
+has before they place anything; these functions answer for the virtual devices. ``patched``
+installs them on the ``torch.cuda`` module and puts every original back on exit, whatever
+happens inside.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import namedtuple
+from typing import Any, Callable, Iterator
+
+import torch
+
+# What get_device_properties returns: the fields accelerate and transformers read.
+DeviceProperties = namedtuple(
+    "DeviceProperties", "name total_memory major minor multi_processor_count is_integrated gcnArchName"
+)
+
+
+class CudaFacade:
+    """``torch.cuda`` as seen on a machine with ``n`` simulated devices of ``memory`` bytes each."""
+
+    def __init__(self, n: int, memory: int) -> None:
+        self.n = n
+        self.memory = memory
+        self.current = 0
+
+    def _index(self, device: Any = None) -> int:
+        if device is None:
+            return self.current
+        if isinstance(device, int):
+            idx = device
+        else:
+            dev = torch.device(device)
+            idx = self.current if dev.index is None else dev.index
+        if not 0 <= idx < self.n:
+            raise RuntimeError("CUDA error: invalid device ordinal")
+        return idx
+
+    def functions(self) -> dict[str, Callable[..., Any]]:
+        facade = self
+
+        class device:  # noqa: N801 - mirrors torch.cuda.device, a context manager class
+            def __init__(self, dev: Any) -> None:
+                self.idx = -1 if dev is None or dev == -1 else facade._index(dev)
+                self.prev = -1
+
+            def __enter__(self) -> None:
+                self.prev = facade.current
+                if self.idx >= 0:
+                    facade.current = self.idx
+
+            def __exit__(self, *exc: object) -> None:
+                facade.current = self.prev
+
+        def set_device(dev: Any) -> None:
+            facade.current = facade._index(dev)
+
+        def props(dev: Any = None) -> DeviceProperties:
+            facade._index(dev)
+            return DeviceProperties("ropefix simulated GPU", facade.memory, 8, 0, 1, 0, "")
+
+        def check(dev: Any = None) -> None:
+            facade._index(dev)
+
+        def zero(dev: Any = None) -> int:
+            facade._index(dev)
+            return 0  # nothing is allocated on a virtual device
+
+        return {
+            "is_available": lambda: True,
+            "is_initialized": lambda: True,
+            "device_count": lambda: facade.n,
+            "current_device": lambda: facade.current,
+            "set_device": set_device,
+            "device": device,
+            "synchronize": check,
+            "get_device_name": lambda dev=None: props(dev).name,
+            "get_device_properties": props,
+            "get_device_capability": lambda dev=None: (props(dev).major, props(dev).minor),
+            "is_bf16_supported": lambda including_emulation=True: True,
+            "mem_get_info": lambda dev=None: (facade.memory, props(dev).total_memory),
+            "memory_allocated": zero,
+            "max_memory_allocated": zero,
+            "memory_reserved": zero,
+            "max_memory_reserved": zero,
+            "empty_cache": lambda: None,
+            "reset_peak_memory_stats": check,
+            "ipc_collect": lambda: None,
+        }
+
+
+@contextlib.contextmanager
+def patched(facade: CudaFacade) -> Iterator[None]:
+    module = torch.cuda
+    missing = object()
+    saved = {name: getattr(module, name, missing) for name in facade.functions()}
+    try:
+        for name, fn in facade.functions().items():
+            setattr(module, name, fn)
+        yield
+    finally:
+        for name, old in saved.items():
+            if old is missing:
+                delattr(module, name)
+            else:
+                setattr(module, name, old)
