@@ -55,13 +55,12 @@ def _beams(model: Any, inputs: dict[str, Any], shape: Shape) -> Any:
 
 def _decode_loop(model: Any, inputs: dict[str, Any], shape: Shape) -> Any:
     import torch
-    from transformers import DynamicCache
 
     ids = inputs["input_ids"]
     mask = inputs["attention_mask"]
     device = ids.device
     cache_position = torch.arange(ids.shape[1], device=device)
-    out = model(**inputs, past_key_values=DynamicCache(), cache_position=cache_position, use_cache=True)
+    out = model(**inputs, cache_position=cache_position, use_cache=True)  # the model makes its own cache
     tokens = []
     for _ in range(shape.max_new_tokens):
         nxt = out.logits[:, -1].argmax(-1).to(device)
