@@ -6,9 +6,11 @@ ours; ``ruff format --range`` touches the logical lines we rewrote and nothing e
 
 from __future__ import annotations
 
+import io
 import shutil
 import sys
 import tempfile
+import tokenize
 from pathlib import Path
 
 from ropefix import proc
@@ -25,10 +27,30 @@ def ruff() -> str:
     return found
 
 
+def logical(text: str, lines: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Widen 1-based inclusive line ranges to whole statements (ruff formats a range only when it
+    holds the statement from its first to its last line)."""
+    spans: list[tuple[int, int]] = []
+    first = None
+    skip = (tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT)
+    for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+        if first is None and tok.type not in skip:
+            first = tok.start[0]
+        if tok.type == tokenize.NEWLINE and first is not None:
+            spans.append((first, tok.end[0]))
+            first = None
+    out = []
+    for a, b in lines:
+        hit = [s for s in spans if s[0] <= b and s[1] >= a]
+        out.append((min([a, *(s[0] for s in hit)]), max([b, *(s[1] for s in hit)])))
+    return out
+
+
 def format_lines(text: str, lines: list[tuple[int, int]]) -> str:
-    """``text`` with the 1-based inclusive line ``lines`` ranges run through ``ruff format``."""
+    """``text`` with the statements on the 1-based inclusive ``lines`` ranges run through ``ruff format``."""
     if not lines:
         return text
+    lines = logical(text, lines)
     with tempfile.TemporaryDirectory(prefix="ropefix-fmt-") as tmp:
         path = Path(tmp) / "code.py"
         path.write_text(text)

@@ -1,0 +1,46 @@
+"""``ropefix apply PATH [--check] [--dry-run] [--models a,b] [--rules r]``: rewrite every affected site."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ropefix import engine
+from ropefix.commands.scan import split
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "apply",
+        help="rewrite every rope_deltas device hazard in a transformers tree (idempotent)",
+        description="PATH: a transformers checkout (with src/transformers) or an installed transformers package "
+        "folder. Modular and modeling files are edited alike and formatted as upstream formats them.",
+    )
+    p.add_argument("path", type=Path, metavar="PATH")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--check", action="store_true", help="change nothing; exit 1 and show the diff if any site is affected"
+    )
+    mode.add_argument("--dry-run", action="store_true", help="change nothing; print the diff")
+    p.add_argument("--models", metavar="A,B", help="only these model folders (e.g. qwen2_vl,qwen2_5_vl)")
+    p.add_argument("--rules", metavar="R,S", help="only these rules (default: all)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    dry = args.check or args.dry_run
+    report = engine.apply_tree(args.path, models=split(args.models), rules=split(args.rules), dry_run=dry)
+    if dry:
+        sys.stdout.write(report.diff)
+        sys.stdout.flush()
+    print(report.summary(), file=sys.stderr if dry else sys.stdout)
+    for ch in [] if dry else report.changes:
+        print(f"  {ch.file}: {len(ch.sites_fixed)} site(s)")
+    if report.modular_checked:
+        print(f"modular converter agrees for: {', '.join(report.modular_checked)}")
+    if args.check and report.changed:
+        scope = "".join(f" --{k} {v}" for k, v in (("models", args.models), ("rules", args.rules)) if v)
+        print(f"affected sites remain; fix them with: ropefix apply {args.path}{scope}", file=sys.stderr)
+        return 1
+    return 0
