@@ -236,6 +236,7 @@ class DeviceMode(TorchFunctionMode):
             Tensor.is_cuda.__get__: lambda f, a, k: self.device_of(a[0]).type == "cuda",
             Tensor.is_cpu.__get__: lambda f, a, k: self.device_of(a[0]).type == "cpu",
             Tensor.get_device: lambda f, a, k: _index(self.device_of(a[0])),
+            torch.device: self._device_ctor,
             Tensor.to: self._to,
             Tensor.cuda: self._cuda,
             Tensor.cpu: lambda f, a, k: self._move(a[0], CPU, None, False, False, k.get("memory_format")),
@@ -319,6 +320,12 @@ class DeviceMode(TorchFunctionMode):
         copy = kwargs.get("copy", copy)
         target = self.device_of(t) if device is None else self.norm(device)
         return self._move(t, target, dtype, non_blocking, copy, kwargs.get("memory_format"))
+
+    def _device_ctor(self, func: Any, args: tuple, kwargs: dict) -> torch.device:
+        # torch.device(0) means "accelerator 0", which torch resolves only where one exists
+        if len(args) == 1 and not kwargs and isinstance(args[0], int) and not isinstance(args[0], bool):
+            return torch.device(self.kind, args[0])
+        return func(*args, **kwargs)
 
     def _cuda(self, func: Any, args: tuple, kwargs: dict) -> Any:
         device = args[1] if len(args) > 1 else kwargs.get("device")
