@@ -1,0 +1,227 @@
+from __future__ import annotations
+
+import shutil
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from upstream import FakeIndex, make_sdist, sdist_bytes, upstream_repo
+
+from ropefix import git, index, sources
+from ropefix.errors import RopefixError
+from ropefix.main import main
+from ropefix.store import Store
+
+MODEL = "src/transformers/models/qwen2_vl/modeling_qwen2_vl.py"
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeIndex]:
+    server = FakeIndex({"1.0.0": sdist_bytes("1.0.0"), "1.1.0": sdist_bytes("1.1.0")})
+    monkeypatch.setenv(index.ENV_VAR, server.url)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def local_upstream(tmp_path: Path) -> Path:
+    """A small bare upstream repo with tags v1.0.0 and v1.1.0 (synthetic releases)."""
+    repo = git.init(tmp_path / "upstream.git", bare=True)
+    for version in ("1.0.0", "1.1.0"):
+        folder = tmp_path / f"release-{version}"
+        with tarfile.open(make_sdist(tmp_path, version)) as tar:
+            tar.extractall(folder, filter="data")
+        repo.tag(f"v{version}", repo.commit_directory(folder / f"transformers-{version}", version, branch="main"))
+    return tmp_path / "upstream.git"
+
+
+# -- pypi source ------------------------------------------------------------------------------------
+
+
+def test_pypi_checkout_on_a_fresh_branch(fake: FakeIndex) -> None:
+    done = sources.checkout("1.0.0", source="pypi")
+    assert (done.source_used, done.tag, done.branch) == ("pypi", "v1.0.0", "ropefix/v1.0.0")
+    tree = git.Repo(done.path)
+    assert tree.current_branch() == "ropefix/v1.0.0" and not tree.is_dirty()
+    assert (done.path / "src/transformers/__init__.py").read_text() == '__version__ = "1.0.0"\n'
+
+
+def test_releases_share_one_tagged_history(fake: FakeIndex, tmp_path: Path) -> None:
+    a = sources.checkout("1.0.0", source="pypi", into=tmp_path / "a")
+    b = sources.checkout("1.1.0", source="pypi", into=tmp_path / "b")
+    history = git.Repo(Store().path("repos", sources.HISTORY_REPO))
+    assert {"v1.0.0", "v1.1.0"} <= set(history.tags())
+    assert '-__version__ = "1.0.0"' in history.diff(a.tag, b.tag)
+
+
+def test_second_checkout_reuses_the_release_without_the_index(fake: FakeIndex) -> None:
+    first = sources.checkout("1.0.0", source="pypi")
+    fake.stop()
+    second = sources.checkout("1.0.0", source="pypi")
+    assert second.path == first.path and second.branch == "ropefix/v1.0.0-2"
+    assert "its branch ropefix/v1.0.0 is kept" in second.note
+
+
+def test_dirty_target_is_refused_and_untouched(fake: FakeIndex, tmp_path: Path) -> None:
+    done = sources.checkout("1.0.0", source="pypi", into=tmp_path / "wt")
+    (done.path / MODEL).write_text("my edit\n")
+    (done.path / "notes.txt").write_text("untracked work\n")
+    with pytest.raises(RopefixError) as e:
+        sources.checkout("1.1.0", source="pypi", into=tmp_path / "wt")
+    assert "uncommitted changes" in str(e.value) and "--force" in str(e.value)
+    assert (done.path / MODEL).read_text() == "my edit\n"
+    assert (done.path / "notes.txt").read_text() == "untracked work\n"
+    assert git.Repo(done.path).current_branch() == "ropefix/v1.0.0"
+
+
+def test_force_replaces_a_dirty_target_and_loses_nothing(fake: FakeIndex, tmp_path: Path) -> None:
+    old = sources.checkout("1.0.0", source="pypi", into=tmp_path / "wt")
+    (old.path / MODEL).write_text("my edit\n")
+    (old.path / "notes.txt").write_text("untracked work\n")
+    new = sources.checkout("1.1.0", source="pypi", into=tmp_path / "wt", force=True)
+    assert (new.path / "src/transformers/__init__.py").read_text() == '__version__ = "1.1.0"\n'
+    assert "saved as commit" in new.note and old.branch in new.note
+    history = git.Repo(Store().path("repos", sources.HISTORY_REPO))
+    assert history.show(old.branch, MODEL) == b"my edit\n"
+    assert history.show(old.branch, "notes.txt") == b"untracked work\n"
+
+
+def test_folder_that_is_no_work_tree_refused_then_moved_aside(fake: FakeIndex, tmp_path: Path) -> None:
+    target = tmp_path / "stuff"
+    target.mkdir()
+    (target / "mine.txt").write_text("keep me\n")
+    with pytest.raises(RopefixError, match="is not a git work tree"):
+        sources.checkout("1.0.0", source="pypi", into=target)
+    done = sources.checkout("1.0.0", source="pypi", into=target, force=True)
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("stuff.ropefix-moved-")]
+    assert len(aside) == 1 and (aside[0] / "mine.txt").read_text() == "keep me\n"
+    assert (done.path / MODEL).is_file()
+
+
+def test_release_tree_is_made_once_and_refused_when_modified(fake: FakeIndex) -> None:
+    root = sources.release_tree("1.1.0")
+    assert (root / MODEL).is_file()
+    fake.stop()  # reuse needs no index
+    assert sources.release_tree("1.1.0") == root
+    (root / MODEL).write_text("changed\n")
+    with pytest.raises(RopefixError, match="read-only"):
+        sources.release_tree("1.1.0")
+
+
+# -- git source -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["path", "file-url"])
+def test_git_checkout_of_both_tags(local_upstream: Path, tmp_path: Path, how: str) -> None:
+    repo = str(local_upstream) if how == "path" else local_upstream.as_uri()
+    for version in ("1.0.0", "1.1.0"):
+        done = sources.checkout(version, source="git", repo=repo, into=tmp_path / version)
+        assert (done.source_used, done.branch) == ("git", f"ropefix/v{version}")
+        assert (done.path / "src/transformers/__init__.py").read_text() == f'__version__ = "{version}"\n'
+    assert sources.resolve("1.0-latest", "git", repo=repo) == ["1.0.0", "1.1.0"]
+
+
+def test_git_unknown_tag_names_nearest(local_upstream: Path, tmp_path: Path) -> None:
+    with pytest.raises(RopefixError, match=r"no tag v1\.0\.7.*1\.0\.0, 1\.1\.0"):
+        sources.checkout("1.0.7", source="git", repo=str(local_upstream), into=tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_auto_uses_git_when_the_remote_answers(local_upstream: Path) -> None:
+    done = sources.checkout("1.1.0", source="auto", repo=local_upstream.as_uri())
+    assert done.source_used == "git" and "answered" in done.note
+
+
+def test_auto_falls_back_to_pypi_and_says_so(fake: FakeIndex, tmp_path: Path) -> None:
+    done = sources.checkout("1.0.0", source="auto", repo=str(tmp_path / "no-such-remote"))
+    assert done.source_used == "pypi" and "did not answer" in done.note
+
+
+def test_unreachable_remote_uses_the_cached_clone(local_upstream: Path, tmp_path: Path) -> None:
+    url = local_upstream.as_uri()
+    sources.checkout("1.0.0", source="git", repo=url, into=tmp_path / "a")
+    shutil.rmtree(local_upstream)
+    done = sources.checkout("1.1.0", source="auto", repo=url, into=tmp_path / "b")
+    assert done.source_used == "git" and "cached clone" in done.note
+    done = sources.checkout("1.1.0", source="git", repo=url, into=tmp_path / "c")
+    assert (done.path / MODEL).is_file()
+
+
+def test_unreachable_remote_without_cache_says_what_failed(tmp_path: Path) -> None:
+    with pytest.raises(RopefixError, match="Could not clone .*--source pypi"):
+        sources.checkout("1.0.0", source="git", repo=str(tmp_path / "nowhere"))
+
+
+# -- the commands -----------------------------------------------------------------------------------
+
+
+def test_cli_checkout_range_into_folder(fake: FakeIndex, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["checkout", "1.0-1.1", "--source", "pypi", "--into", str(tmp_path / "trees")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[:3] for line in lines] == [["1.0.0", "pypi", "v1.0.0"], ["1.1.0", "pypi", "v1.1.0"]]
+    assert (tmp_path / "trees" / "transformers-1.1.0" / MODEL).is_file()
+
+
+def test_cli_unknown_version_exits_1(fake: FakeIndex, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["checkout", "1.0.9", "--source", "pypi"]) == 1
+    assert "1.0.9 is not a known release. Nearest existing: 1.0.0, 1.1.0" in capsys.readouterr().err
+
+
+def test_cli_run_reports_models_with_rope_deltas(fake: FakeIndex, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--version", "1.1.0"]) == 0
+    out = capsys.readouterr().out
+    assert "transformers 1.1.0 via pypi" in out
+    assert "1 models keep rope_deltas" in out and "qwen2_vl: modeling_qwen2_vl.py" in out
+    assert "bert" not in out
+
+
+# -- real releases (network once; cached in the shared store) ----------------------------------------
+
+REAL = ("4.49.0", "4.53.3")
+
+
+def _sdist_member(sdist: Path, version: str, rel: str) -> bytes:
+    with tarfile.open(sdist) as tar:
+        fh = tar.extractfile(f"transformers-{version}/{rel}")
+        assert fh is not None
+        return fh.read()
+
+
+@pytest.fixture(scope="session")
+def real_upstream(shared_store: Store) -> Path:
+    """A bare upstream repo whose history is two real releases (built once, kept in the shared store)."""
+    return upstream_repo(shared_store, REAL)
+
+
+@pytest.mark.network
+@pytest.mark.slow
+def test_real_releases_from_a_local_upstream_over_file_url(
+    real_upstream: Path, shared_store: Store, tmp_path: Path
+) -> None:
+    upstream = real_upstream
+    for version in REAL:
+        done = sources.checkout(version, source="git", repo=upstream.as_uri(), into=tmp_path / version)
+        assert done.tag == f"v{version}" and done.source_used == "git"
+        sdist = index.download(version, shared_store)
+        assert (done.path / MODEL).read_bytes() == _sdist_member(sdist, version, MODEL)
+
+
+@pytest.mark.network
+@pytest.mark.slow
+def test_real_release_through_pypi_is_byte_identical(shared_store: Store) -> None:
+    version = REAL[0]
+    sdist = index.download(version, shared_store)
+    private = Store()
+    shutil.copy(sdist, private.path("downloads", sdist.name))  # as if this cache had downloaded it
+    done = sources.checkout(version, source="pypi", store=private)
+    rel = "src/transformers/models/qwen2_5_vl"
+    with tarfile.open(sdist) as tar:
+        members = {m.name.split("/", 1)[1]: m for m in tar.getmembers() if m.isfile() and f"/{rel}/" in m.name}
+        assert len(members) >= 3
+        for name, member in members.items():
+            fh = tar.extractfile(member)
+            assert fh is not None
+            assert (done.path / name).read_bytes() == fh.read(), name
+    on_disk = {str(p.relative_to(done.path)) for p in (done.path / rel).rglob("*") if p.is_file()}
+    assert on_disk == set(members)
