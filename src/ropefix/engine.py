@@ -289,9 +289,14 @@ def apply_tree(
 
 
 def _check(rel: str, model: str, before: str, after: str, rules: list[Rule]) -> list[Site]:
-    """The safety gate: the rewritten file compiles, holds no affected site, and passes every rule."""
     if after == before:
         return _sites(rel, model, rewrite(after, rules, fix=False).findings)
+    return _sites(rel, model, check_text(rel, after, rules))
+
+
+def check_text(rel: str, after: str, rules: list[Rule]) -> list[tuple[str, Finding]]:
+    """The safety gate before any write: the code compiles, holds no affected site, and passes
+    every rule's own check (e.g. no move onto cache_position's device where it may be None)."""
     try:
         compile(after, rel, "exec")
     except SyntaxError as e:
@@ -301,7 +306,7 @@ def _check(rel: str, model: str, before: str, after: str, rules: list[Rule]) -> 
     if left or again.problems:
         why = "; ".join([*again.problems, *(f"line {f.line}: {f.shape} still affected" for f in left)])
         raise RopefixError(f"The rewrite of {rel} failed its own safety check ({why}); nothing was written.")
-    return _sites(rel, model, again.findings)
+    return again.findings
 
 
 def _write_all(root: Path, changes: list[FileChange]) -> None:

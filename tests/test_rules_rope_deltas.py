@@ -1,0 +1,156 @@
+"""The rope-deltas rule on synthetic code shapes (tests/snippets/, written for ropefix)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ropefix import engine
+from ropefix.devices import simulate
+from ropefix.errors import RopefixError
+from ropefix.rules import AFFECTED, FIXED, REGISTRY, UNKNOWN, select
+
+SNIPPETS = Path(__file__).parent / "snippets"
+RULES = select(None)
+
+# What the engine must report in each shape: (line, shape, status), in line order.
+EXPECTED = {
+    "store_then_add.py": [(8, "store-unaligned", AFFECTED), (10, "combine-cache-position", AFFECTED)],
+    "add_then_move.py": [
+        (9, "store-expression", UNKNOWN),
+        (11, "store-unaligned", AFFECTED),
+        (15, "combine-cache-position", AFFECTED),
+    ],
+    "generation_kwargs.py": [(4, "combine-cache-position", AFFECTED)],
+    "inner_model_attr.py": [
+        (15, "store-unaligned", AFFECTED),
+        (17, "combine-int-offset", FIXED),
+        (18, "combine-cache-position", AFFECTED),
+    ],
+    "without_cache_position.py": [(10, "store-without-cache-position", FIXED), (12, "combine-other", UNKNOWN)],
+    "naive_one_liner.py": [
+        (11, "store-naive-to", AFFECTED),
+        (13, "combine-cache-position", AFFECTED),
+        (22, "store-aligned", FIXED),
+    ],
+}
+
+
+def source(name: str) -> str:
+    return (SNIPPETS / name).read_text()
+
+
+def found(text: str) -> list[tuple[int, str, str]]:
+    return [(f.line, f.shape, f.status) for _, f in engine.rewrite(text, RULES, fix=False).findings]
+
+
+def load(text: str) -> dict:
+    scope: dict = {}
+    exec(compile(text, "<snippet>", "exec"), scope)
+    return scope
+
+
+def test_registry_lists_rope_deltas_first() -> None:
+    assert next(iter(REGISTRY)) == "rope-deltas"
+    with pytest.raises(RopefixError, match="Unknown rule"):
+        select("no-such-rule")
+
+
+def test_every_snippet_has_expectations() -> None:
+    assert sorted(p.name for p in SNIPPETS.glob("*.py")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_scan_reports_each_site_with_line_shape_and_status(name: str) -> None:
+    assert found(source(name)) == EXPECTED[name]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_apply_fixes_every_affected_site_and_is_idempotent(name: str) -> None:
+    before = source(name)
+    once = engine.rewrite(before, RULES, fix=True).text
+    compile(once, name, "exec")
+    after = found(once)
+    assert [s for s in after if s[2] == AFFECTED] == []
+    # the unknown shapes stay visible after the fix: nothing is silently dropped
+    assert [s[1] for s in after if s[2] == UNKNOWN] == [s[1] for s in EXPECTED[name] if s[2] == UNKNOWN]
+    assert engine.rewrite(once, RULES, fix=True).text == once
+    if any(s[2] == AFFECTED for s in EXPECTED[name]):
+        assert once != before
+    # one line per site where it fits in 119 columns; every line stays within upstream's limit
+    assert max(len(ln) for ln in once.splitlines()) <= 119
+
+
+def test_the_fix_reads_as_one_guarded_line() -> None:
+    once = engine.rewrite(source("store_then_add.py"), RULES, fix=True).text
+    assert (
+        "self.rope_deltas = rope_deltas if cache_position is None else rope_deltas.to(cache_position.device)" in once
+    )
+    assert "delta = cache_position[0] + self.rope_deltas.to(cache_position.device) if cache_position" in once
+
+
+def test_safety_check_rejects_the_naive_one_liner() -> None:
+    naive = source("naive_one_liner.py")
+    outcome = engine.rewrite(naive, RULES, fix=False)
+    assert (11, "store-naive-to", AFFECTED) in [(f.line, f.shape, f.status) for _, f in outcome.findings]
+    assert outcome.problems and "cache_position may be None" in outcome.problems[0]
+    # the gate that guards every write refuses code holding it ...
+    with pytest.raises(RopefixError, match="safety check"):
+        engine.check_text("naive.py", naive, RULES)
+    # ... and passes the engine's own rewrite of it
+    engine.check_text("naive.py", engine.rewrite(naive, RULES, fix=True).text, RULES)
+
+
+def test_naive_one_liner_crashes_without_cache_position_and_the_fix_does_not() -> None:
+    ids = torch.ones(2, 4, dtype=torch.long)
+    naive = load(source("naive_one_liner.py"))["Decoder"]()
+    with pytest.raises(AttributeError):  # 'NoneType' object has no attribute 'device'
+        naive.positions(ids, cache_position=None)
+    fixed = load(engine.rewrite(source("naive_one_liner.py"), RULES, fix=True).text)["Decoder"]()
+    assert fixed.positions(ids, cache_position=None) is None
+    assert fixed.rope_deltas.tolist() == [[2], [2]]
+
+
+@pytest.mark.parametrize("name", ["store_then_add.py", "naive_one_liner.py"])
+def test_plain_forward_without_cache_position_keeps_working(name: str) -> None:
+    """The paths that worked before (no cache_position: plain forward, training) still work."""
+    ids = torch.ones(2, 4, dtype=torch.long)
+    patched = load(engine.rewrite(source(name), RULES, fix=True).text)["Decoder"]()
+    assert patched.positions(ids) is None
+    assert patched.positions(ids) is None  # a second call without cache_position reuses nothing
+
+
+def test_split_devices_fail_before_and_pass_after_the_fix() -> None:
+    """Red/green on simulated devices: deltas kept on cuda:0, decoding positions on cuda:1."""
+    before, after = source("store_then_add.py"), engine.rewrite(source("store_then_add.py"), RULES, fix=True).text
+    with simulate(2):
+        ids = torch.ones(2, 4, dtype=torch.long, device="cuda:0")
+        prefill = torch.arange(4, device="cuda:1")
+        step = torch.tensor([4], device="cuda:1")
+        red = load(before)["Decoder"]()
+        red.rope_deltas = None
+        red.positions(ids, cache_position=prefill * 0)  # prefill stores deltas on ids' device
+        with pytest.raises(RuntimeError, match="Expected all tensors to be on the same device"):
+            red.positions(ids, cache_position=step)
+        green = load(after)["Decoder"]()
+        green.positions(ids, cache_position=prefill * 0)
+        delta = green.positions(ids, cache_position=step)
+        assert delta.device == torch.device("cuda:1")
+        assert delta.tolist() == [[6], [6]]
+
+
+def test_inner_model_attribute_red_green_on_simulated_devices() -> None:
+    before = source("inner_model_attr.py")
+    after = engine.rewrite(before, RULES, fix=True).text
+    with simulate(2):
+        ids = torch.ones(1, 3, dtype=torch.long, device="cuda:0")
+        red = load(before)["Outer"]()
+        red.prepare(ids, cache_position=torch.tensor([0], device="cuda:1"))
+        with pytest.raises(RuntimeError, match="same device"):
+            red.prepare(ids, cache_position=torch.tensor([3], device="cuda:1"))
+        green = load(after)["Outer"]()
+        green.prepare(ids, cache_position=torch.tensor([0], device="cuda:1"))
+        delta, _ = green.prepare(ids, cache_position=torch.tensor([3], device="cuda:1"))
+        assert delta.tolist() == [[6]]
