@@ -1,0 +1,154 @@
+"""The runner against real tox with fake envs: ok, install failure, verify crash, bad result, unknowns.
+
+The envs install nothing from an index (a missing package fails offline), so this stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from matrix_fixtures import verify_json
+
+from ropefix.main import main
+from ropefix.matrix import runner, toxenv
+from ropefix.matrix.model import EnvSpec
+from ropefix.status import Status
+
+FIXED = json.dumps(verify_json(Status.REPRODUCED_FIXED, "4.57.6", "2.13.0+cpu"))
+LATENT = json.dumps(verify_json(Status.LATENT, "5.0.0", "2.13.0+cpu", reproduced=False))
+
+
+# A stand-in for `ropefix verify --json FILE`: copies a prepared result to where verify writes it.
+WRITER = (
+    "import os, shutil, sys; shutil.copy(sys.argv[1], os.path.join(os.environ['ROPEFIX_MATRIX_OUT'], sys.argv[2]))"
+)
+
+
+def _writer(tmp_path: Path, name: str, payload: str) -> str:
+    (tmp_path / "writer.py").write_text(WRITER)
+    (tmp_path / f"{name}.result").write_text(payload)
+    return f"python {{tox_root}}{{/}}writer.py {{tox_root}}{{/}}{name}.result {{env_name}}.json"
+
+
+def fake_tox_ini(tmp_path: Path) -> Path:
+    ini = tmp_path / "tox.ini"
+    ini.write_text(
+        f"""[tox]
+labels =
+    quick = ok457, latent50, noinstall
+    full = ok457, latent50, noinstall, crash, garbage
+
+[testenv]
+skip_install = true
+set_env = PIP_NO_INDEX = 1
+pass_env = ROPEFIX_MATRIX_OUT
+
+[testenv:ok457]
+deps =
+commands = {_writer(tmp_path, "fixed", FIXED)}
+
+[testenv:latent50]
+commands = {_writer(tmp_path, "latent", LATENT)}
+
+[testenv:noinstall]
+deps =
+    transformers==4.57.6
+    torch==2.6.0
+    ropefix-no-such-package==9.9.9
+commands = python -c "raise SystemExit('must not run')"
+
+[testenv:crash]
+commands = python -c "raise SystemExit('Traceback: ModuleNotFoundError: no module named ropefix.verify')"
+
+[testenv:garbage]
+commands = {_writer(tmp_path, "garbage", '{"status": "green"}')}
+"""
+    )
+    return ini
+
+
+@pytest.mark.slow
+def test_runner_turns_each_kind_of_env_into_the_right_cell(tmp_path: Path) -> None:
+    ini = fake_tox_ini(tmp_path)
+    p = runner.plan(ini, ["full", "nightly"], ["ok457", "tf999-torch213"])
+    assert p.unknown_labels == ("nightly",) and p.unknown_envs == ("tf999-torch213",)
+    assert [s.name for s in p.specs] == ["ok457", "latent50", "noinstall", "crash", "garbage"]
+    m = runner.run(p, runner.RunOptions(ini, tmp_path / "out", parallel=2))
+    cells = {c.env: c for c in m.cells}
+    assert [c.env for c in m.cells] == ["ok457", "latent50", "noinstall", "crash", "garbage", "tf999-torch213"]
+
+    ok = cells["ok457"]
+    assert ok.status is Status.REPRODUCED_FIXED and ok.passed
+    assert (ok.transformers, ok.torch) == ("4.57.6", "2.13.0")  # from the result; the +cpu local tag dropped
+    assert ok.result["models"][0]["model"] == "qwen2_vl" and "reproduced: qwen2_vl" in ok.reason
+    assert ok.timings.test_s > 0 and ok.timings.total_s >= ok.timings.test_s
+    assert cells["latent50"].status is Status.LATENT
+
+    skipped = cells["noinstall"]
+    assert skipped.status is Status.SKIPPED and skipped.passed  # a skip is not a CI failure
+    assert "install failed" in skipped.reason and "ropefix-no-such-package" in skipped.reason
+    assert (skipped.transformers, skipped.torch) == ("4.57.6", "2.6.0")  # from tox.ini's pins
+
+    crash = cells["crash"]
+    assert crash.status is Status.FIX_FAILED and not crash.passed
+    assert "without writing crash.json" in crash.reason and "ModuleNotFoundError" in crash.reason
+    assert cells["garbage"].status is Status.FIX_FAILED and "schema" in cells["garbage"].reason
+    assert cells["tf999-torch213"].status is Status.SKIPPED and "declares no env" in cells["tf999-torch213"].reason
+    assert not m.passed
+
+    # the same results, collected as CI jobs would leave them, merge into the same cells
+    merged = runner.merge(tmp_path / "out", toxenv.all_specs(ini))
+    assert {c.env: c.status for c in merged.cells} == {c.env: c.status for c in m.cells if c.env != "tf999-torch213"}
+
+
+@pytest.mark.slow
+def test_command_writes_reports_and_exit_code_follows_the_cells(tmp_path: Path, monkeypatch) -> None:
+    ini = fake_tox_ini(tmp_path)
+    out = tmp_path / "out"
+    monkeypatch.chdir(tmp_path)
+    # quick: fixed + latent + an uninstallable pair -> passes (skips are not failures)
+    assert main(["matrix", "--tox-ini", str(ini), "--out", str(out), "--label", "quick", "--label", "nope"]) == 0
+    data = json.loads((out / "matrix.json").read_text())
+    assert [c["status"] for c in data["cells"]] == ["reproduced-fixed", "latent", "skipped"]
+    assert data["unknown_labels"] == ["nope"]
+    for name in ("matrix.md", "matrix.svg", "matrix.png", "matrix.junit.xml"):
+        assert (out / name).stat().st_size > 0
+    # a crashing verify fails the run
+    assert main(["matrix", "--tox-ini", str(ini), "--out", str(out), "--envs", "crash"]) == 1
+    assert json.loads((out / "matrix.json").read_text())["cells"][0]["status"] == "fix-failed"
+
+
+def test_bad_input_is_refused_before_anything_runs(tmp_path: Path, capsys) -> None:
+    ini = fake_tox_ini(tmp_path)
+    assert main(["matrix", "--tox-ini", str(tmp_path / "missing.ini")]) == 1
+    assert "No tox.ini" in capsys.readouterr().err
+    assert main(["matrix", "--tox-ini", str(ini), "--parallel", "0"]) == 1
+    assert main(["matrix", "--tox-ini", str(ini), "--label", "nightly", "--out", str(tmp_path / "o")]) == 1
+    assert "Nothing to run" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_interpret_install_failure_names_pips_error() -> None:
+    tox_result = {
+        "testenvs": {
+            "e": {
+                "setup": [
+                    {
+                        "run_id": "install_deps",
+                        "retcode": 1,
+                        "elapsed": 2.0,
+                        "output": "Collecting torch==2.6.0\n",
+                        "err": "ERROR: Could not find a version that satisfies the requirement torch==2.6.0\n"
+                        "ERROR: No matching distribution found for torch==2.6.0\n",
+                    }
+                ],
+                "result": {"duration": 3.0},
+            }
+        }
+    }
+    cell = runner.interpret(EnvSpec("e", "5.24.0", "2.6.0"), 1, tox_result, None, "", 3.0, Path("e.json"))
+    assert cell.status is Status.SKIPPED
+    assert cell.reason == "install failed (install_deps): ERROR: No matching distribution found for torch==2.6.0"
+    assert (cell.timings.install_s, cell.timings.create_s, cell.timings.total_s) == (2.0, 1.0, 3.0)

@@ -1,0 +1,113 @@
+"""tox.ini as the matrix's data: release selection from a scan, the generated block, the real tox.ini."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from packaging.version import Version
+
+from ropefix.errors import RopefixError
+from ropefix.matrix import toxenv
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_parse_config_deps_and_pins() -> None:
+    text = (
+        "[testenv:tests]\ndeps = \n\n[testenv:tf457-torch213]\ndeps =\n  transformers==4.57.6\n  torch==2.13.0\n"
+        "  accelerate\n\n[testenv:odd]\ndeps = six\n"
+    )
+    deps = toxenv.parse_config_deps(text)
+    assert deps == {
+        "tests": [],
+        "tf457-torch213": ["transformers==4.57.6", "torch==2.13.0", "accelerate"],
+        "odd": ["six"],
+    }
+    spec = toxenv.spec_from_deps("tf457-torch213", deps["tf457-torch213"])
+    assert (spec.transformers, spec.torch) == ("4.57.6", "2.13.0")
+    assert toxenv.spec_from_deps("odd", ["six"]).transformers == "?"
+
+
+def test_selection_follows_the_scan() -> None:
+    scan = {
+        "4.45.0": True,
+        "4.45.2": True,
+        "4.49.0": True,
+        "4.57.5": True,
+        "4.57.6": True,
+        "5.0.0": True,
+        "5.1.0": False,
+        "5.2.0": False,
+        "5.24.0": False,
+    }
+    sel = toxenv.select_releases(scan)
+    assert sel.full == ("4.45.2", "4.49.0", "4.57.6", "5.0.0", "5.1.0", "5.24.0")
+    assert sel.quick == ("4.45.2", "5.0.0", "5.1.0")
+    assert sel.reasons["5.1.0"] == "first release the scan finds safe"
+    # nothing safe yet: the latest (affected) closes the list
+    sel = toxenv.select_releases({"4.49.0": True, "4.50.3": True})
+    assert sel.full == ("4.49.0", "4.50.3") and "latest" in sel.reasons["4.50.3"]
+
+
+versions = st.tuples(st.sampled_from([4, 5]), st.integers(0, 30), st.integers(0, 5)).map(
+    lambda t: "{}.{}.{}".format(*t)
+)
+
+
+@given(st.dictionaries(versions, st.booleans(), min_size=1, max_size=25))
+def test_selection_invariants(scan: dict[str, bool]) -> None:
+    sel = toxenv.select_releases(scan)
+    latest = max(scan, key=Version)
+    assert latest in sel.full and set(sel.quick) <= set(sel.full) and 1 <= len(sel.quick) <= 3
+    for v in sel.full:  # one env per minor: the minor's latest patch
+        same_minor = [w for w in scan if Version(w).release[:2] == Version(v).release[:2]]
+        if scan[v]:
+            assert v == max(same_minor, key=Version)
+    for v, hit in scan.items():  # every minor whose latest patch is affected is in the matrix
+        same_minor = [w for w in scan if Version(w).release[:2] == Version(v).release[:2]]
+        if hit and v == max(same_minor, key=Version):
+            assert v in sel.full
+
+
+def test_parse_scan_shapes() -> None:
+    assert toxenv.parse_scan({"4.49.0": True}) == {"4.49.0": True}
+    assert toxenv.parse_scan({"releases": [{"version": "4.49.0", "sites": ["a.py:1"]}, {"version": "5.0.0"}]}) == {
+        "4.49.0": True,
+        "5.0.0": False,
+    }
+    with pytest.raises(RopefixError, match="names no releases"):
+        toxenv.parse_scan({"oops": 1})
+
+
+def test_block_is_replaced_in_place_and_sync_is_idempotent(tmp_path: Path) -> None:
+    sel = toxenv.select_releases({"4.49.0": True, "4.57.6": True, "5.0.0": False, "5.24.0": False})
+    block = toxenv.render_block(sel, ["2.6.0", "2.13.0"], "2.13.0")
+    rest = "\n[testenv:tests]\ncommands = pytest\n"
+    once = toxenv.replace_block(rest, block)
+    assert once.endswith(rest) and once.startswith(toxenv.BEGIN)
+    assert toxenv.replace_block(once, block) == once
+    ini = tmp_path / "tox.ini"
+    ini.write_text(once)
+    # tox itself must read what we generate: labels and factor-conditional pins
+    assert toxenv.list_envs(ini, "quick") == ["tf449-torch213", "tf457-torch213", "tf50-torch213"]
+    assert len(toxenv.list_envs(ini, "full")) == 8
+    specs = toxenv.all_specs(ini)
+    assert (specs["tf524-torch26"].transformers, specs["tf524-torch26"].torch) == ("5.24.0", "2.6.0")
+    assert "tests" in specs
+    broken = once.replace(toxenv.END, "")
+    with pytest.raises(RopefixError, match="broken generated block"):
+        toxenv.replace_block(broken, block)
+
+
+def test_the_repos_tox_ini_quick_label_is_ci_sized() -> None:
+    quick = toxenv.list_envs(REPO / "tox.ini", "quick")
+    full = toxenv.list_envs(REPO / "tox.ini", "full")
+    specs = toxenv.all_specs(REPO / "tox.ini")
+    assert 2 <= len(quick) <= 3 and set(quick) <= set(full)
+    # the quick label uses only the local CPU torch (any other torch is a ~1 GB download)
+    assert {specs[e].torch for e in quick} == {toxenv.QUICK_TORCH}
+    assert {specs[e].torch for e in full} == set(toxenv.TORCHES)
+    assert "tests" in specs  # scripts/test's env survives every sync
