@@ -1,14 +1,15 @@
 """``ropefix run``: the main job end to end on a default release (README's main command).
 
-First version: fetch the release as a work tree and report what it holds. Later steps
-(scan, fix, verify, patch) grow here as their modules land.
+Today: fetch the release as a work tree, report what it holds, and scan it with the fix
+engine (which models carry the rope_deltas hazard, site by site). Later steps (fix, verify,
+patch) grow here as their modules land.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from ropefix import sources, ui
+from ropefix import engine, sources, ui
 
 # The newest 4.x release: it carries qwen2_vl, qwen2_5_vl and their copies in the shapes most
 # users still run, and its sdist is on PyPI (so the pypi source works on a machine without GitHub).
@@ -38,4 +39,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {len(summary.rope_deltas)} models keep rope_deltas:")
         for model, files in summary.rope_deltas.items():
             print(f"    {model}: {', '.join(files)}")
+        report = engine.scan_tree(root)
+        print(f"  scan: {len(report.affected)} affected sites in {report.files_scanned} model files")
+        for model, counts in report.models().items():
+            print(f"    {model}: " + ", ".join(f"{n} {status}" for status, n in counts.items() if n))
+        for site in report.affected:
+            print(f"      {site.file}:{site.line} [{site.rule}/{site.shape}]")
     return 0
