@@ -71,7 +71,7 @@ def render_workflow(envs: list[str], label: str) -> str:
                         "if": "always()",
                         "with": {"name": "matrix-report", "path": "out/matrix.*"},
                     },
-                    {"name": "Job summary", "run": 'cat out/matrix.md >> "$GITHUB_STEP_SUMMARY"'},
+                    {"name": "Job summary", "if": "always()", "run": 'cat out/matrix.md >> "$GITHUB_STEP_SUMMARY"'},
                 ],
             },
             "multi-gpu": {
