@@ -1,0 +1,203 @@
+"""The engine's facade on small synthetic trees: scan, apply, dry-run, check, idempotence, rollback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ropefix import engine
+from ropefix.errors import RopefixError
+from ropefix.main import main
+from ropefix.rules import AFFECTED, FIXED, select
+
+SNIPPETS = Path(__file__).parent / "snippets"
+
+
+def make_tree(root: Path, layout: str = "repo") -> Path:
+    """A transformers-shaped tree: two models with sites (modular + modeling), one without."""
+    pkg = root / "src" / "transformers" if layout == "repo" else root / "transformers"
+    for model, files in {
+        "alpha_vl": {"modular_alpha_vl.py": "store_then_add.py", "modeling_alpha_vl.py": "store_then_add.py"},
+        "beta_vl": {"modeling_beta_vl.py": "inner_model_attr.py"},
+        "plain": {"modeling_plain.py": None},
+    }.items():
+        (pkg / "models" / model).mkdir(parents=True)
+        for name, snippet in files.items():
+            text = (SNIPPETS / snippet).read_text() if snippet else "def forward(x):\n    return x + 1\n"
+            (pkg / "models" / model / name).write_text(text)
+        (pkg / "models" / model / "configuration_x.py").write_text("rope_deltas = 1 + 2\n")  # not a model file
+    (pkg / "__init__.py").write_text("")
+    return root if layout == "repo" else pkg
+
+
+def test_scan_tree_lists_sites_per_model_and_file(tmp_path: Path) -> None:
+    root = make_tree(tmp_path)
+    report = engine.scan_tree(root)
+    assert report.prefix == "src/transformers"
+    assert report.files_scanned == 4
+    assert {(s.model, Path(s.file).name, s.line, s.status) for s in report.sites} == {
+        ("alpha_vl", "modular_alpha_vl.py", 8, AFFECTED),
+        ("alpha_vl", "modular_alpha_vl.py", 10, AFFECTED),
+        ("alpha_vl", "modeling_alpha_vl.py", 8, AFFECTED),
+        ("alpha_vl", "modeling_alpha_vl.py", 10, AFFECTED),
+        ("beta_vl", "modeling_beta_vl.py", 15, AFFECTED),
+        ("beta_vl", "modeling_beta_vl.py", 17, FIXED),
+        ("beta_vl", "modeling_beta_vl.py", 18, AFFECTED),
+    }
+    assert report.models() == {"alpha_vl": {"affected": 4, "fixed": 0, "unknown-shape": 0},
+                               "beta_vl": {"affected": 2, "fixed": 1, "unknown-shape": 0}}  # fmt: skip
+    assert [s.model for s in engine.scan_tree(root, models=["beta_vl"]).sites] == ["beta_vl"] * 3
+
+
+def test_apply_rewrites_modular_and_modeling_alike_then_changes_nothing(tmp_path: Path) -> None:
+    root = make_tree(tmp_path)
+    models = root / "src/transformers/models"
+    first = engine.apply_tree(root)
+    assert first.changed and sorted(Path(c.file).name for c in first.changes) == [
+        "modeling_alpha_vl.py", "modeling_beta_vl.py", "modular_alpha_vl.py"]  # fmt: skip
+    assert sum(len(c.sites_fixed) for c in first.changes) == 6
+    assert (models / "alpha_vl/modular_alpha_vl.py").read_text() == (
+        models / "alpha_vl/modeling_alpha_vl.py"
+    ).read_text()
+    assert engine.scan_tree(root).affected == []
+    second = engine.apply_tree(root)
+    assert not second.changed and second.summary().startswith("nothing to change")
+
+
+def test_dry_run_writes_nothing_and_its_diff_applies(tmp_path: Path) -> None:
+    import subprocess
+
+    root = make_tree(tmp_path)
+    before = {p: p.read_text() for p in root.rglob("*.py")}
+    report = engine.apply_tree(root, dry_run=True)
+    assert {p: p.read_text() for p in root.rglob("*.py")} == before
+    (tmp_path / "fix.patch").write_text(report.diff)
+    subprocess.run(["git", "apply", "-p1", str(tmp_path / "fix.patch")], cwd=root, check=True)
+    assert engine.scan_tree(root).affected == []
+
+
+def test_an_installed_package_folder_is_a_root_too(tmp_path: Path) -> None:
+    pkg = make_tree(tmp_path, layout="package")
+    report = engine.apply_tree(pkg, models=["alpha_vl"])
+    assert report.prefix == "" and {c.file for c in report.changes} == {
+        "models/alpha_vl/modular_alpha_vl.py", "models/alpha_vl/modeling_alpha_vl.py"}  # fmt: skip
+    assert len(engine.scan_tree(pkg).affected) == 2  # beta_vl was left alone
+
+
+def test_bad_inputs_are_refused_before_anything_changes(tmp_path: Path) -> None:
+    with pytest.raises(RopefixError, match="neither a transformers checkout"):
+        engine.scan_tree(tmp_path)
+    root = make_tree(tmp_path / "t")
+    with pytest.raises(RopefixError, match="No model folder nope"):
+        engine.apply_tree(root, models=["nope"])
+    with pytest.raises(RopefixError, match="Unknown rule"):
+        engine.apply_tree(root, rules="rope")
+    assert len(engine.scan_tree(root).affected) == 6
+
+
+def test_unparsable_model_file_is_an_error_not_a_skip(tmp_path: Path) -> None:
+    root = make_tree(tmp_path)
+    (root / "src/transformers/models/plain/modeling_plain.py").write_text("def f(:\n    self.rope_deltas = x\n")
+    with pytest.raises(RopefixError, match="cannot parse"):
+        engine.scan_tree(root)
+
+
+CONVERTER_COPIES = """import sys, pathlib
+args = sys.argv[2:]
+for f in args:
+    p = pathlib.Path(f)
+    p.with_name(p.name.replace("modular_", "modeling_")).write_text(p.read_text() + EXTRA)
+"""
+
+
+@pytest.mark.parametrize("extra, ok", [('""', True), ('"# drift\\n"', False)])
+def test_modular_converter_must_regenerate_the_patched_modeling_file(tmp_path: Path, extra: str, ok: bool) -> None:
+    root = make_tree(tmp_path)
+    (root / "utils").mkdir()
+    (root / "utils/modular_model_converter.py").write_text(f"EXTRA = {extra}\n" + CONVERTER_COPIES + "# --files\n")
+    before = {p: p.read_text() for p in (root / "src").rglob("*.py")}
+    if ok:
+        report = engine.apply_tree(root)
+        assert report.modular_checked == ["src/transformers/models/alpha_vl/modular_alpha_vl.py"]
+        assert engine.scan_tree(root).affected == []
+    else:
+        with pytest.raises(RopefixError, match="regenerates .*modeling_alpha_vl.py differently"):
+            engine.apply_tree(root)
+        assert {p: p.read_text() for p in (root / "src").rglob("*.py")} == before  # rolled back whole
+
+
+def test_cli_check_fails_with_diff_and_fix_command_then_passes(tmp_path: Path, capsys) -> None:
+    root = make_tree(tmp_path)
+    assert main(["apply", "--check", str(root)]) == 1
+    out, err = capsys.readouterr()
+    assert "+            self.rope_deltas = rope_deltas if cache_position is None else" in out
+    assert f"ropefix apply {root}" in err
+    assert main(["apply", "--dry-run", str(root), "--models", "beta_vl"]) == 0
+    assert "modeling_beta_vl.py" in capsys.readouterr().out
+    assert main(["apply", str(root)]) == 0
+    assert "fixed 6 site(s) in 3 file(s)" in capsys.readouterr().out
+    assert main(["apply", str(root)]) == 0
+    assert "nothing to change" in capsys.readouterr().out
+    assert main(["apply", "--check", str(root)]) == 0
+
+
+def test_cli_scan_text_and_json(tmp_path: Path, capsys) -> None:
+    root = make_tree(tmp_path)
+    assert main(["scan", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "6 affected, 1 fixed, 0 unknown-shape site(s) in 3 of 4 model file(s)" in out
+    assert main(["scan", str(root), "--json", "--models", "alpha_vl"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {s["status"] for s in data["sites"]} == {"affected"} and len(data["sites"]) == 4
+    assert main(["scan"]) == 1  # neither PATH nor --versions
+
+
+# --- property: apply is idempotent on generated variants of the shapes -------------------------
+
+STORED = st.sampled_from(["self.rope_deltas", "self.model.rope_deltas"])
+GUARD = st.sampled_from(["ifexp", "if-block", "none"])
+EXTRA_PARAMS = st.lists(st.sampled_from(["input_ids", "inputs_embeds", "attention_mask"]), unique=True, max_size=3)
+
+
+def variant(stored: str, guard: str, params: list[str], in_class: bool, comment: bool, blank: bool) -> str:
+    add = f"cache_position[0] + {stored}"
+    if guard == "ifexp":
+        combine = f"delta = {add} if cache_position is not None else 0"
+    elif guard == "if-block":
+        combine = f"if cache_position is not None:\n    delta = {add}\nelse:\n    delta = 0"
+    else:
+        combine = f"delta = {add}"
+    body = [
+        "if cache_position is None or " + stored + " is None:",
+        "    rope_deltas = compute()",
+        *(["    # keep them for decoding"] if comment else []),
+        f"    {stored} = rope_deltas",
+        "    return None",
+        *([""] if blank else []),
+        *combine.splitlines(),
+        "return delta",
+    ]
+    sig = ", ".join([*(["self"] if in_class else []), *params, "cache_position=None"])
+    fn = [f"def step({sig}):", *("    " + ln if ln else "" for ln in body)]
+    if in_class:
+        return "class M:\n" + "\n".join("    " + ln if ln else "" for ln in fn) + "\n"
+    return "\n".join(fn) + "\n"
+
+
+@given(STORED, GUARD, EXTRA_PARAMS, st.booleans(), st.booleans(), st.booleans())
+def test_apply_is_idempotent_on_generated_variants(stored, guard, params, in_class, comment, blank) -> None:
+    text = variant(stored, guard, params, in_class, comment, blank)
+    rules = select(None)
+    before = [(f.shape, f.status) for _, f in engine.rewrite(text, rules, fix=False).findings]
+    assert ("store-unaligned", AFFECTED) in before and ("combine-cache-position", AFFECTED) in before
+    once = engine.rewrite(text, rules, fix=True).text
+    engine.check_text("variant.py", once, rules)  # compiles, nothing affected, every move guarded
+    assert engine.rewrite(once, rules, fix=True).text == once
+    # one line per site unless upstream's 119 columns force ruff to wrap the statement
+    assert max(len(ln) for ln in once.splitlines()) <= 119
+    if all(len(ln) < 100 for ln in once.splitlines()):
+        assert len(once.splitlines()) == len(text.splitlines())
