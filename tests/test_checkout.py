@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import multiprocessing
+import os
 import shutil
 import tarfile
 from collections.abc import Iterator
@@ -228,3 +230,26 @@ def test_real_release_through_pypi_is_byte_identical(shared_store: Store) -> Non
             assert (done.path / name).read_bytes() == fh.read(), name
     on_disk = {str(p.relative_to(done.path)) for p in (done.path / rel).rglob("*") if p.is_file()}
     assert on_disk == set(members)
+
+
+def _release_tree_in_child(url: str, cache: str, out: multiprocessing.Queue) -> None:
+    os.environ[index.ENV_VAR] = url
+    os.environ["ROPEFIX_CACHE"] = cache
+    out.put(str(sources.release_tree("1.0.0")))
+
+
+def test_concurrent_runs_share_one_import(fake: FakeIndex) -> None:
+    # Two processes ask for the same release at once: the locks make one download, one import.
+    ctx = multiprocessing.get_context("fork")
+    results: multiprocessing.Queue = ctx.Queue()
+    cache = os.environ["ROPEFIX_CACHE"]
+    procs = [ctx.Process(target=_release_tree_in_child, args=(fake.url, cache, results)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    paths = {results.get(timeout=5), results.get(timeout=5)}
+    assert len(paths) == 1
+    assert [r for r in fake.requests if r.startswith("/packages/")] == ["/packages/transformers-1.0.0.tar.gz"]
+    assert git.Repo(Store().path("repos", sources.HISTORY_REPO)).run("rev-list", "--count", "releases") == "1"
