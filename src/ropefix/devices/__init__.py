@@ -56,6 +56,26 @@ def virtual_device(t: torch.Tensor) -> torch.device:
 
 
 @contextlib.contextmanager
+def _threads_enter(mode: DeviceMode) -> Iterator[None]:
+    """Threads started during the simulation run inside it too.
+
+    Torch function modes are per thread, and libraries load weights in thread pools
+    (transformers' ``from_pretrained``); without this their tensors would miss the simulation.
+    """
+    original = threading.Thread.run
+
+    def run(thread: threading.Thread) -> None:
+        with mode:
+            original(thread)
+
+    threading.Thread.run = run  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        threading.Thread.run = original  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
 def simulate(n: int = 2, kind: str = "cuda", memory: int = DEFAULT_MEMORY) -> Iterator[Simulator]:
     """Simulate ``n`` devices ``{kind}:0 .. {kind}:{n-1}`` of ``memory`` bytes each on the CPU."""
     if kind not in KINDS:
@@ -76,7 +96,7 @@ def simulate(n: int = 2, kind: str = "cuda", memory: int = DEFAULT_MEMORY) -> It
         facade = CudaFacade(n, memory)
         mode = DeviceMode(kind, n, facade)
         sim = Simulator(n=n, kind=kind, memory=memory, devices=list(mode.devices), mode=mode)
-        with patched(facade), mode:
+        with patched(facade), _threads_enter(mode), mode:
             yield sim
     finally:
         _active.release()

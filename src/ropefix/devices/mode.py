@@ -15,6 +15,7 @@ slow path that works out PyTorch's exact error text (``ropefix.devices.rules``).
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable
 
 import torch
@@ -28,6 +29,7 @@ CPU = rules.CPU
 Tensor = torch.Tensor
 _SEQ = (list, tuple)
 _MISSING = object()
+_SUFFIX = re.compile(r",\s+(?:dtype|grad_fn|requires_grad)=")
 
 # Calls that only read metadata or host values: no device rule applies and nothing needs a tag.
 _PASSTHROUGH = [
@@ -81,7 +83,7 @@ class DeviceMode(TorchFunctionMode):
         dev = self._norm.get(spec)
         if dev is not None:
             return dev
-        if isinstance(spec, int) and not isinstance(spec, bool):
+        if _is_int(spec):
             dev = torch.device(self.kind, spec)
         else:
             dev = torch.device(spec)
@@ -237,6 +239,7 @@ class DeviceMode(TorchFunctionMode):
             Tensor.is_cpu.__get__: lambda f, a, k: self.device_of(a[0]).type == "cpu",
             Tensor.get_device: lambda f, a, k: _index(self.device_of(a[0])),
             torch.device: self._device_ctor,
+            torch._C._nn._parse_to: self._parse_to,
             Tensor.to: self._to,
             Tensor.cuda: self._cuda,
             Tensor.cpu: lambda f, a, k: self._move(a[0], CPU, None, False, False, k.get("memory_format")),
@@ -323,8 +326,15 @@ class DeviceMode(TorchFunctionMode):
 
     def _device_ctor(self, func: Any, args: tuple, kwargs: dict) -> torch.device:
         # torch.device(0) means "accelerator 0", which torch resolves only where one exists
-        if len(args) == 1 and not kwargs and isinstance(args[0], int) and not isinstance(args[0], bool):
+        if len(args) == 1 and not kwargs and _is_int(args[0]):
             return torch.device(self.kind, args[0])
+        return func(*args, **kwargs)
+
+    def _parse_to(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        # Module.to(0) parses its arguments first; an int device means accelerator 0 here too
+        args = tuple(self._device_ctor(torch.device, (a,), {}) if _is_int(a) else a for a in args)
+        if _is_int(kwargs.get("device")):
+            kwargs = {**kwargs, "device": torch.device(self.kind, kwargs["device"])}
         return func(*args, **kwargs)
 
     def _cuda(self, func: Any, args: tuple, kwargs: dict) -> Any:
@@ -394,11 +404,9 @@ class DeviceMode(TorchFunctionMode):
         dev = self.device_of(args[0])
         if dev.type == "cpu" or not text.endswith(")"):
             return text
-        cut = len(text) - 1
-        for marker in (", dtype=", ", grad_fn=", ", requires_grad="):
-            at = text.find(marker)
-            if at != -1:
-                cut = min(cut, at)
+        # torch writes device= first among the suffixes (dtype, grad_fn, requires_grad)
+        found = _SUFFIX.search(text)
+        cut = found.start() if found else len(text) - 1
         return f"{text[:cut]}, device='{dev}'{text[cut:]}"
 
     def _grad(self, func: Any, args: tuple, kwargs: dict) -> Any:
@@ -409,6 +417,10 @@ class DeviceMode(TorchFunctionMode):
             if dev.type != "cpu":
                 self._tag(grad, dev)
         return grad
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _index(dev: torch.device) -> int:
