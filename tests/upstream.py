@@ -11,6 +11,7 @@ Test files import these with ``from upstream import ...`` (pytest puts tests/ on
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.server
 import io
@@ -42,7 +43,8 @@ def sdist_bytes(version: str, files: dict[str, str] | None = None) -> bytes:
         "setup.py": "# synthetic\n",
     }
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+    # gzip's header carries a timestamp: fix it so the same input always gives the same bytes.
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
         for rel, text in files.items():
             data = text.encode()
             info = tarfile.TarInfo(f"transformers-{version}/{rel}")
