@@ -1,0 +1,67 @@
+"""The engine on real releases through the cache: scan -> apply -> scan finds nothing affected.
+
+CI-sized: the first Qwen2-VL release (generation-kwargs shape), the first with Qwen2.5-VL and a
+modular file (stored-attribute shape), the first 5.x (many siblings, ``self.model.rope_deltas``)
+and the latest release checked here (later refactor: no cache_position left to agree with).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ropefix import engine, sources
+from ropefix.rules import AFFECTED, UNKNOWN
+
+pytestmark = [pytest.mark.network, pytest.mark.slow]
+
+AFFECTED_RELEASES = ["4.45.2", "4.49.0", "5.0.0"]
+REFACTORED = "5.24.0"
+
+
+def copy_models(src: Path, dst: Path, models: set[str]) -> Path:
+    """The models we rewrite, copied out of the read-only release tree into a tree of our own."""
+    pkg = dst / "src" / "transformers"
+    (pkg / "models").mkdir(parents=True)
+    shutil.copy(src / "src/transformers/__init__.py", pkg / "__init__.py")
+    for m in models:
+        shutil.copytree(src / "src/transformers/models" / m, pkg / "models" / m)
+    return dst
+
+
+@pytest.mark.parametrize("version", AFFECTED_RELEASES)
+def test_release_scan_apply_scan(version: str, shared_store, tmp_path: Path) -> None:
+    root = sources.release_tree(version, shared_store)
+    report = engine.scan_tree(root)
+    assert "qwen2_vl" in {s.model for s in report.affected}
+    models = {s.model for s in report.sites}
+    work = copy_models(root, tmp_path, models)
+    first = engine.apply_tree(work)
+    assert first.changed
+    for ch in first.changes:
+        compile(ch.after, ch.file, "exec")
+        assert max(len(ln) for ln in ch.after.splitlines()) <= max(119, *map(len, ch.before.splitlines()))
+    after = engine.scan_tree(work)
+    assert after.affected == []
+    assert len(after.sites) == len(report.sites)  # every site is still reported, now as fixed
+    assert [s.shape for s in after.with_status(UNKNOWN)] == [s.shape for s in report.with_status(UNKNOWN)]
+    assert not engine.apply_tree(work).changed  # idempotent
+    assert engine.scan_tree(root).sites == report.sites  # the cached release tree was not touched
+
+
+def test_modular_and_modeling_files_get_the_same_edits(shared_store) -> None:
+    root = sources.release_tree("4.49.0", shared_store)
+    report = engine.apply_tree(root, models=["qwen2_5_vl"], dry_run=True)
+    added = {
+        ch.file.rsplit("/", 1)[1]: sorted(ln for ln in ch.diff.splitlines() if ln.startswith("+ "))
+        for ch in report.changes
+    }
+    assert added["modular_qwen2_5_vl.py"] == added["modeling_qwen2_5_vl.py"] != []
+
+
+def test_later_refactor_leaves_nothing_affected(shared_store) -> None:
+    report = engine.scan_tree(sources.release_tree(REFACTORED, shared_store))
+    assert report.sites and report.with_status(AFFECTED) == []
+    assert not engine.apply_tree(sources.release_tree(REFACTORED, shared_store), dry_run=True).changed
