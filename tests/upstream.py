@@ -69,7 +69,7 @@ class FakeIndex:
         self.requests: list[str] = []
         self.mode = "ok"  # "ok", "corrupt" (wrong bytes), "truncate" (connection drops mid-file)
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/pypi"
 
