@@ -55,6 +55,8 @@ class RunOptions:
     parallel: int = 1
     kit_wheel: Path | None = None  # built once and handed to every env (``tox --installpkg``)
     timeout_s: float | None = None
+    workdir: Path | None = None  # tox's --workdir (default: .tox beside tox.ini); benchmarks use a fresh one
+    env: tuple[tuple[str, str], ...] = ()  # extra environment for tox, e.g. PIP_CACHE_DIR
 
 
 def build_kit_wheel(project: Path, dest: Path) -> Path:
@@ -115,9 +117,13 @@ def run_env(spec: EnvSpec, opts: RunOptions) -> Cell:
     cmd: list[Any] = [*toxenv.tox_cmd(), "-c", opts.tox_ini, "run", "-e", spec.name, "--result-json", tox_json]
     if opts.kit_wheel:
         cmd += ["--installpkg", opts.kit_wheel]
+    if opts.workdir:
+        cmd += ["--workdir", opts.workdir]
     began = time.monotonic()
     try:
-        done = proc.run(cmd, env={"ROPEFIX_MATRIX_OUT": str(opts.results_dir)}, timeout=opts.timeout_s)
+        done = proc.run(
+            cmd, env={**dict(opts.env), "ROPEFIX_MATRIX_OUT": str(opts.results_dir)}, timeout=opts.timeout_s
+        )
         rc, tail = done.rc, (done.out + done.err)[-4000:]
     except (
         subprocess.TimeoutExpired,

@@ -149,7 +149,7 @@ def render_block(sel: Selection, torches: list[str], quick_torch: str) -> str:
         "    ROPEFIX_MATRIX_OUT = {env:ROPEFIX_MATRIX_OUT:{tox_root}{/}out{/}matrix}",
         "    OMP_NUM_THREADS = {env:OMP_NUM_THREADS:1}",
         "commands =",
-        "    ropefix verify --json {env:ROPEFIX_MATRIX_OUT}{/}{env_name}.json {posargs}",
+        "    python -m ropefix.matrix.envrun {env:ROPEFIX_MATRIX_OUT}{/}{env_name}.json {posargs}",
         END,
     ]
     return "\n".join(lines) + "\n"
