@@ -171,6 +171,10 @@ def strategy(u: Units, max_devices: int = 3, kinds: Sequence[str] = KINDS) -> An
             dmap = {name: draw(dev) for name in u.names}
         devices = ["cpu"] + [f"cuda:{i}" for i in range(n)]
         inp = draw(st.sampled_from(devices), label="input_device")
+        if len(set(dmap.values())) == 1:
+            # accelerate moves a one-device map with model.to(), no hooks: inputs must be on that device,
+            # as on real hardware; anything else is the caller's error, not the model's
+            inp = f"cuda:{next(iter(dmap.values()))}"
         return Layout(kind, dmap, inp, n)
 
     return build()
