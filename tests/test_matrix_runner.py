@@ -152,3 +152,26 @@ def test_interpret_install_failure_names_pips_error() -> None:
     assert cell.status is Status.SKIPPED
     assert cell.reason == "install failed (install_deps): ERROR: No matching distribution found for torch==2.6.0"
     assert (cell.timings.install_s, cell.timings.create_s, cell.timings.total_s) == (2.0, 1.0, 3.0)
+
+
+def test_envrun_keeps_verify_json_whole_or_not_at_all(tmp_path: Path, monkeypatch, capsys) -> None:
+    import ropefix.main
+    from ropefix.matrix import envrun
+
+    seen = []
+
+    def fake_main(argv):  # verify prints its JSON on stdout and exits 1 when a cell fails
+        seen.append(argv)
+        print(json.dumps(verify_json(Status.FIX_FAILED)))
+        return 1
+
+    monkeypatch.setattr(ropefix.main, "main", fake_main)
+    out = tmp_path / "m" / "e.json"
+    assert envrun.main([str(out), "--models", "qwen2_vl"]) == 1
+    assert seen == [["verify", "--json", "--models", "qwen2_vl"]]
+    assert json.loads(out.read_text())["status"] == "fix-failed"
+
+    monkeypatch.setattr(ropefix.main, "main", lambda argv: print("Traceback ...") or 3)
+    out2 = tmp_path / "m" / "crash.json"
+    assert envrun.main([str(out2)]) == 3
+    assert not out2.exists() and not list(out2.parent.glob("*.part"))
