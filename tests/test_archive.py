@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from upstream import make_sdist
 
-from ropefix.archive import extract
+from ropefix.archive import extract, files
 from ropefix.errors import RopefixError
 
 
@@ -79,3 +79,17 @@ def test_not_an_archive(tmp_path: Path) -> None:
     junk.write_bytes(b"not a tarball")
     with pytest.raises(RopefixError, match="could not be unpacked"):
         extract(junk, tmp_path / "out")
+
+
+def test_files_streams_members_below_the_top_folder(tmp_path: Path) -> None:
+    sdist = make_sdist(tmp_path, "1.2.3")
+    got = {path: (mode, data) for path, mode, data in files(sdist)}
+    assert got["src/transformers/__init__.py"] == (0o100644, b'__version__ = "1.2.3"\n')
+    assert "transformers-1.2.3" not in "".join(got)
+
+
+def test_files_refuses_escaping_archive_before_yielding(tmp_path: Path) -> None:
+    bad = _tar(tmp_path / "bad.tar.gz", [_file("pkg/ok.txt"), _link("pkg/passwd", "../../etc/passwd")])
+    stream = files(bad)
+    with pytest.raises(RopefixError, match="symlink out of the target"):
+        next(stream)

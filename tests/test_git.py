@@ -117,3 +117,30 @@ def test_remote_tags_of_missing_remote_is_none(tmp_path: Path) -> None:
     repo = _repo(tmp_path / "r")
     repo.tag("v9")
     assert git.remote_tags((tmp_path / "r").as_uri()) == ["v9"]
+
+
+def test_commit_files_streams_exact_tree(tmp_path: Path) -> None:
+    bare = git.init(tmp_path / "bare.git", bare=True)
+    odd = 'dir with space/quote"and\nnewline.py'
+    files = [("run.sh", 0o100755, b"#!/bin/sh\n"), ("link", 0o120000, b"run.sh"), (odd, 0o100644, b"\x00\xffbin")]
+    first = bare.commit_files(files, "one", branch="releases")
+    modes = {e.split("\t", 1)[1]: e.split()[0] for e in bare.run("ls-tree", "-r", "-z", first).split("\0") if e}
+    assert modes == {"run.sh": "100755", "link": "120000", odd: "100644"}
+    assert bare.show(first, "link") == b"run.sh"
+    assert bare.show(first, odd) == b"\x00\xffbin"
+    second = bare.commit_files([("only.txt", 0o100644, b"x")], "two", branch="releases")
+    assert bare.run("ls-tree", "-r", "--name-only", second) == "only.txt"  # exactly the files given
+    assert bare.run("rev-parse", f"{second}^") == first
+
+
+def test_commit_files_interrupted_leaves_branch_alone(tmp_path: Path) -> None:
+    bare = git.init(tmp_path / "bare.git", bare=True)
+    first = bare.commit_files([("a", 0o100644, b"a")], "one", branch="releases")
+
+    def broken():  # a source that fails half way, like a refused or truncated archive
+        yield ("b", 0o100644, b"b")
+        raise RopefixError("archive refused")
+
+    with pytest.raises(RopefixError, match="archive refused"):
+        bare.commit_files(broken(), "two", branch="releases")
+    assert bare.rev_parse("refs/heads/releases") == first

@@ -17,7 +17,6 @@ import http.server
 import io
 import json
 import tarfile
-import tempfile
 import threading
 from pathlib import Path
 
@@ -145,9 +144,7 @@ def upstream_repo(store: Store, versions: tuple[str, ...]) -> Path:
             repo = git.init(tmp, bare=True)
             for version in versions:
                 sdist = index.download(version, store)
-                with tempfile.TemporaryDirectory(dir=store.root / "tmp") as unpacked:
-                    top = archive.extract(sdist, Path(unpacked))
-                    sha = repo.commit_directory(top, f"Release {version}", branch="main")
+                sha = repo.commit_files(archive.files(sdist), f"Release {version}", branch="main")
                 repo.tag(f"v{version}", sha)
             repo.run("symbolic-ref", "HEAD", "refs/heads/main")
     return dest

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import posixpath
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from ropefix.errors import RopefixError
@@ -71,3 +72,35 @@ def extract(archive: Path, dest: Path) -> Path:
         if top.is_dir():
             return top
     return dest
+
+
+def files(archive: Path) -> Iterator[tuple[str, int, bytes]]:
+    """Every file of ``archive`` as (path below its single top folder, git mode, bytes), in order.
+
+    The same checks as ``extract`` run first (a refused archive yields nothing); symlinks come
+    as mode 0o120000 with their target as bytes; hard links as copies of what they point at.
+    Nothing touches the disk, so a release can be streamed straight into git.
+    """
+    try:
+        with tarfile.open(archive) as tar:
+            members = tar.getmembers()
+            check_members(archive, members)
+            tops = {posixpath.normpath(m.name).split("/", 1)[0] for m in members}
+            strip = len(tops) == 1 and any("/" in posixpath.normpath(m.name) for m in members)
+            for m in members:
+                name = posixpath.normpath(m.name)
+                if strip:
+                    if "/" not in name:
+                        continue  # the top folder itself
+                    name = name.split("/", 1)[1]
+                if m.issym():
+                    yield name, 0o120000, m.linkname.encode()
+                elif m.isfile() or m.islnk():
+                    fh = tar.extractfile(m)
+                    data = fh.read() if fh else b""
+                    yield name, 0o100755 if m.mode & 0o100 else 0o100644, data
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise RopefixError(
+            f"{archive} could not be read ({type(e).__name__}: {e}). Delete it (`ropefix cache clear "
+            "--section downloads`) and retry."
+        ) from e

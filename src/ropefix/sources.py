@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import shutil
-import tempfile
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,11 +267,9 @@ def _import_release(store: Store, version: str) -> str:
             return tag
         sdist = index.download(version, store)
         ui.info(f"importing {sdist.name} into {history.path.name}")
-        with tempfile.TemporaryDirectory(dir=store.root / "tmp") as tmp:
-            top = archive.extract(sdist, Path(tmp))
-            sha = history.commit_directory(
-                top, f"transformers {version}\n\nImported from {sdist.name}.", branch=HISTORY_BRANCH
-            )
+        # Streamed from the archive into git (checked like an extraction, never unpacked to disk).
+        message = f"transformers {version}\n\nImported from {sdist.name}."
+        sha = history.commit_files(archive.files(sdist), message, branch=HISTORY_BRANCH)
         history.tag(tag, sha)
     return tag
 
