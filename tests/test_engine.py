@@ -13,6 +13,7 @@ from ropefix import engine
 from ropefix.errors import RopefixError
 from ropefix.main import main
 from ropefix.rules import AFFECTED, FIXED, select
+from ropefix.store import Store
 
 SNIPPETS = Path(__file__).parent / "snippets"
 
@@ -201,3 +202,13 @@ def test_apply_is_idempotent_on_generated_variants(stored, guard, params, in_cla
     assert max(len(ln) for ln in once.splitlines()) <= 119
     if all(len(ln) < 100 for ln in once.splitlines()):
         assert len(once.splitlines()) == len(text.splitlines())
+
+
+def test_scan_memo_answers_like_a_fresh_parse_and_follows_edits(tmp_path: Path) -> None:
+    root = make_tree(tmp_path)
+    fresh = engine.scan_tree(root, memo=False)
+    assert engine.scan_tree(root) == fresh  # fills the memo in the (private) cache
+    assert list(Store().root.glob("results/scan-memo-*.json"))
+    assert engine.scan_tree(root) == fresh  # answered from the memo
+    engine.apply_tree(root, models=["beta_vl"])  # edited files hash differently: no stale answer
+    assert {s.status for s in engine.scan_tree(root, models=["beta_vl"]).sites} == {FIXED}

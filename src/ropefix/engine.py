@@ -8,6 +8,8 @@ and pass each rule's safety check, or nothing is written at all.
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -20,6 +22,7 @@ from ropefix import formatting
 from ropefix.errors import RopefixError
 from ropefix.rules import AFFECTED, FIXED, UNKNOWN, Finding, Rule, select
 from ropefix.rules.base import locate
+from ropefix.store import Store
 
 
 @dataclass(frozen=True)
@@ -156,10 +159,60 @@ class Outcome:
     touched: list[tuple[int, int]]  # 1-based inclusive line ranges that changed
 
 
+# Scan results of code pieces, by the piece's hash: libcst needs ~10 us per byte, so a release
+# scanned before (or one sharing most functions with it) is answered from here. Keys carry the
+# hash of the engine's own source, so a changed rule never reads a stale answer.
+_MEMO: dict[str, tuple[list[Finding], list[str]]] = {}
+_MEMO_NEW = 0
+
+
+def _fingerprint() -> str:
+    here = Path(__file__).parent
+    h = hashlib.sha256()
+    for p in [here / "engine.py", here / "cst.py", *sorted((here / "rules").glob("*.py"))]:
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _memo_file(store: Store) -> Path:
+    return store.path("results", f"scan-memo-{_fingerprint()}.json")
+
+
+def _memo_load(store: Store) -> None:
+    path = _memo_file(store)
+    if _MEMO or not path.exists():
+        return
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return  # a cache: unreadable means empty
+    for key, (found, problems) in data.items():
+        _MEMO[key] = ([Finding(*f) for f in found], problems)
+
+
+def _memo_save(store: Store) -> None:
+    global _MEMO_NEW
+    if not _MEMO_NEW:
+        return
+    data = {k: ([list(vars(f).values()) for f in found], probs) for k, (found, probs) in _MEMO.items()}
+    with store.lock("scan-memo"), store.atomic_file(_memo_file(store), "w") as fh:
+        json.dump(data, fh)
+    _MEMO_NEW = 0
+
+
 def _run_on(code: str, rule: Rule, fix: bool) -> tuple[str, list[Finding], list[str]]:
+    global _MEMO_NEW
+    key = f"{rule.name}:{hashlib.sha256(code.encode()).hexdigest()}"
+    if not fix and key in _MEMO:
+        found, problems = _MEMO[key]
+        return code, found, problems
     t = rule.transformer(fix)
     new = cst.parse_module(code).visit(t)
-    return new.code, locate(code, t.findings), t.problems()
+    found, problems = locate(code, t.findings), t.problems()
+    if not fix:
+        _MEMO[key] = (found, problems)
+        _MEMO_NEW += 1
+    return new.code, found, problems
 
 
 def rewrite_rule(text: str, rule: Rule, fix: bool) -> Outcome:
@@ -234,9 +287,20 @@ def _sites(rel: str, model: str, found: list[tuple[str, Finding]]) -> list[Site]
     return [Site(model, rel, f.line, name, f.shape, f.status, " ".join(f.code.split())) for name, f in found]
 
 
-def scan_tree(root: Path | str, models: list[str] | None = None, rules: list[str] | str | None = None) -> ScanReport:
+def scan_tree(
+    root: Path | str,
+    models: list[str] | None = None,
+    rules: list[str] | str | None = None,
+    memo: bool = True,
+) -> ScanReport:
+    """Every site of the chosen rules under ``root``; ``memo=False`` parses everything afresh."""
     root = Path(root)
     pkg, prefix = package_dir(root)
+    store = Store() if memo else None
+    if store is not None:
+        _memo_load(store)
+    elif _MEMO:
+        _MEMO.clear()
     chosen = select(rules)
     needles = tuple(n.encode() for r in chosen for n in r.needles)
     sites: list[Site] = []
@@ -247,6 +311,8 @@ def scan_tree(root: Path | str, models: list[str] | None = None, rules: list[str
             continue
         rel = path.relative_to(root).as_posix()
         sites += _sites(rel, path.parent.name, rewrite(data.decode(), chosen, fix=False).findings)
+    if store is not None:
+        _memo_save(store)
     return ScanReport(str(root), prefix, sites, len(files))
 
 
