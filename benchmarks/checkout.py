@@ -35,7 +35,7 @@ def main() -> int:
         shutil.copy(sdist, store.path("downloads", sdist.name))
         print(f"transformers {version}, pypi source, fresh cache in {tmp}")
         first, t1 = timed(
-            "first checkout (unpack + import + work tree)",
+            "first checkout (sdist streamed into git + tree)",
             lambda: sources.checkout(version, "pypi", store=store, into=Path(tmp) / "a"),
         )
         _, t2 = timed(
