@@ -35,6 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sync-tox", action="store_true", help="rewrite tox.ini's factor lists from a scan")
     p.add_argument("--scan", type=Path, metavar="FILE", help="with --sync-tox: a `ropefix scan --json` output")
     p.add_argument("--torch", default=",".join(toxenv.TORCHES), help="with --sync-tox: torch releases, comma list")
+    p.add_argument(
+        "verify_args",
+        nargs=argparse.REMAINDER,
+        metavar="-- VERIFY_ARGS",
+        help="after --: passed to verify in every env, e.g. -- --models qwen2_vl --profile deep",
+    )
     p.set_defaults(func=run)
 
 
@@ -65,7 +71,14 @@ def run(args: argparse.Namespace) -> int:
         if p.specs and (tox_ini.parent / "pyproject.toml").is_file():
             ui.info("matrix: building the kit's wheel once for every env")
             wheel = runner.build_kit_wheel(tox_ini.parent, args.out.resolve() / "matrix" / "_kit")
-        opts = runner.RunOptions(tox_ini, args.out.resolve() / "matrix", args.parallel, wheel, args.timeout)
+        opts = runner.RunOptions(
+            tox_ini,
+            args.out.resolve() / "matrix",
+            args.parallel,
+            wheel,
+            args.timeout,
+            verify_args=tuple(a for a in args.verify_args if a != "--"),
+        )
         m = runner.run(p, opts)
     for path in report.write_all(m, args.out):
         print(path)

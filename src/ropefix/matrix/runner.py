@@ -57,6 +57,7 @@ class RunOptions:
     timeout_s: float | None = None
     workdir: Path | None = None  # tox's --workdir (default: .tox beside tox.ini); benchmarks use a fresh one
     env: tuple[tuple[str, str], ...] = ()  # extra environment for tox, e.g. PIP_CACHE_DIR
+    verify_args: tuple[str, ...] = ()  # passed on to verify in every env (tox posargs)
 
 
 def build_kit_wheel(project: Path, dest: Path) -> Path:
@@ -119,6 +120,8 @@ def run_env(spec: EnvSpec, opts: RunOptions) -> Cell:
         cmd += ["--installpkg", opts.kit_wheel]
     if opts.workdir:
         cmd += ["--workdir", opts.workdir]
+    if opts.verify_args:
+        cmd += ["--", *opts.verify_args]
     began = time.monotonic()
     try:
         done = proc.run(
