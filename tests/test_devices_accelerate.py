@@ -81,15 +81,30 @@ def test_auto_device_map_uses_the_simulated_memory() -> None:
 def _tiny(family: str) -> torch.nn.Module:
     import transformers
 
-    common = dict(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
-                  num_key_value_heads=2, max_position_embeddings=64)  # fmt: skip
+    common = {
+        "vocab_size": 96,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 64,
+    }
     config = getattr(transformers, f"{family}Config")(**common)
     torch.manual_seed(0)
     return getattr(transformers, f"{family}ForCausalLM")(config).eval()
 
 
-SPLIT = {"model.embed_tokens": 0, "model.rotary_emb": 0, "model.layers.0": 0, "model.layers.1": 0,
-         "model.layers.2": 1, "model.layers.3": 1, "model.norm": 1, "lm_head": 1}  # fmt: skip
+SPLIT = {
+    "model.embed_tokens": 0,
+    "model.rotary_emb": 0,
+    "model.layers.0": 0,
+    "model.layers.1": 0,
+    "model.layers.2": 1,
+    "model.layers.3": 1,
+    "model.norm": 1,
+    "lm_head": 1,
+}
 
 
 @pytest.mark.parametrize("family", ["Llama", "Qwen2"])

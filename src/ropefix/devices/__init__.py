@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import torch
 
@@ -37,6 +37,7 @@ class Simulator:
     memory: int
     devices: list[torch.device] = field(default_factory=list)
     mode: DeviceMode | None = None
+    simulated: bool = True
 
     def device_of(self, t: torch.Tensor) -> torch.device:
         """The device ``t`` is on, inside or outside the simulation."""

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 from collections import namedtuple
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -43,7 +44,7 @@ class CudaFacade:
     def functions(self) -> dict[str, Callable[..., Any]]:
         facade = self
 
-        class device:  # noqa: N801 - mirrors torch.cuda.device, a context manager class
+        class device:
             def __init__(self, dev: Any) -> None:
                 self.idx = -1 if dev is None or dev == -1 else facade._index(dev)
                 self.prev = -1

@@ -16,7 +16,8 @@ slow path that works out PyTorch's exact error text (``ropefix.devices.rules``).
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -33,26 +34,71 @@ _SUFFIX = re.compile(r",\s+(?:dtype|grad_fn|requires_grad)=")
 
 # Calls that only read metadata or host values: no device rule applies and nothing needs a tag.
 _PASSTHROUGH = [
-    Tensor.shape.__get__, Tensor.dtype.__get__, Tensor.ndim.__get__, Tensor.layout.__get__,
-    Tensor.requires_grad.__get__, Tensor.requires_grad.__set__, Tensor.is_leaf.__get__,
-    Tensor.grad_fn.__get__, Tensor._version.__get__, Tensor.is_meta.__get__,
-    Tensor.is_sparse.__get__, Tensor.is_quantized.__get__, Tensor.is_nested.__get__,
-    Tensor.size, Tensor.dim, Tensor.numel, Tensor.stride, Tensor.is_contiguous, Tensor.is_floating_point,
-    Tensor.is_complex, Tensor.element_size, Tensor.data_ptr, Tensor.storage_offset, Tensor.untyped_storage,
-    Tensor.__len__, Tensor.__hash__, Tensor.__bool__, Tensor.__index__, Tensor.__int__, Tensor.__float__,
-    Tensor.item, Tensor.tolist, Tensor.nelement, Tensor.requires_grad_, Tensor.is_inference,
-    Tensor.__format__, Tensor.record_stream, Tensor.is_pinned, Tensor.register_hook,
-    torch._has_compatible_shallow_copy_type, torch.is_floating_point, torch.is_complex, torch.numel,
-    torch.is_same_size, Tensor.is_same_size,
+    Tensor.shape.__get__,
+    Tensor.dtype.__get__,
+    Tensor.ndim.__get__,
+    Tensor.layout.__get__,
+    Tensor.requires_grad.__get__,
+    Tensor.requires_grad.__set__,
+    Tensor.is_leaf.__get__,
+    Tensor.grad_fn.__get__,
+    Tensor._version.__get__,
+    Tensor.is_meta.__get__,
+    Tensor.is_sparse.__get__,
+    Tensor.is_quantized.__get__,
+    Tensor.is_nested.__get__,
+    Tensor.size,
+    Tensor.dim,
+    Tensor.numel,
+    Tensor.stride,
+    Tensor.is_contiguous,
+    Tensor.is_floating_point,
+    Tensor.is_complex,
+    Tensor.element_size,
+    Tensor.data_ptr,
+    Tensor.storage_offset,
+    Tensor.untyped_storage,
+    Tensor.__len__,
+    Tensor.__hash__,
+    Tensor.__bool__,
+    Tensor.__index__,
+    Tensor.__int__,
+    Tensor.__float__,
+    Tensor.item,
+    Tensor.tolist,
+    Tensor.nelement,
+    Tensor.requires_grad_,
+    Tensor.is_inference,
+    Tensor.__format__,
+    Tensor.record_stream,
+    Tensor.is_pinned,
+    Tensor.register_hook,
+    torch._has_compatible_shallow_copy_type,
+    torch.is_floating_point,
+    torch.is_complex,
+    torch.numel,
+    torch.is_same_size,
+    Tensor.is_same_size,
 ]
 
 
 def _inplace(func: Callable[..., Any]) -> bool:
     name = getattr(func, "__name__", "")
     return (name.endswith("_") and not name.startswith("__")) or name in {
-        "__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__", "__imod__", "__ipow__",
-        "__iand__", "__ior__", "__ixor__", "__ilshift__", "__irshift__", "__imatmul__",
-    }  # fmt: skip
+        "__iadd__",
+        "__isub__",
+        "__imul__",
+        "__itruediv__",
+        "__ifloordiv__",
+        "__imod__",
+        "__ipow__",
+        "__iand__",
+        "__ior__",
+        "__ixor__",
+        "__ilshift__",
+        "__irshift__",
+        "__imatmul__",
+    }
 
 
 class DeviceMode(TorchFunctionMode):
@@ -273,8 +319,17 @@ class DeviceMode(TorchFunctionMode):
         }
         # No device check at all in PyTorch: cross-device copies, views shaped like another
         # tensor, and assigning .data. The result lives where ``self`` does.
-        for f in (Tensor.copy_, Tensor.expand_as, Tensor.view_as, Tensor.reshape_as, Tensor.new_tensor,
-                  Tensor.data.__set__, Tensor.grad.__set__, Tensor.set_, torch.broadcast_tensors):  # fmt: skip
+        for f in (
+            Tensor.copy_,
+            Tensor.expand_as,
+            Tensor.view_as,
+            Tensor.reshape_as,
+            Tensor.new_tensor,
+            Tensor.data.__set__,
+            Tensor.grad.__set__,
+            Tensor.set_,
+            torch.broadcast_tensors,
+        ):
             table[f] = self._unchecked
         return table
 

@@ -16,7 +16,7 @@ Three families of checks exist in PyTorch, each with its own text (read from tor
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 
