@@ -173,40 +173,47 @@ class DeviceMode(TorchFunctionMode):
         return self._op(func, args, kwargs)
 
     def _op(self, func: Any, args: tuple, kwargs: dict | None) -> Any:
+        # The hot path: written out flat (no helper calls, no list unless a sequence of tensors
+        # or a mismatch shows up), since it runs for nearly every op of a model.
         if kwargs:
-            if "device" in kwargs and kwargs["device"] is not None:
+            if kwargs.get("device") is not None:
                 return self._factory(func, args, kwargs)
+            operands: Any = (*args, *kwargs.values())
         else:
             kwargs = {}
-        # the generic op: every tensor operand, lists one level deep (cat, stack, einsum)
-        ts = []
-        for a in args:
-            if isinstance(a, Tensor):
-                ts.append(a)
-            elif isinstance(a, _SEQ):
-                ts.extend(e for e in a if isinstance(e, Tensor))
-        for a in kwargs.values():
-            if isinstance(a, Tensor):
-                ts.append(a)
-            elif isinstance(a, _SEQ):
-                ts.extend(e for e in a if isinstance(e, Tensor))
-        if not ts:
-            return func(*args, **kwargs)
-        device_of = self.device_of
+            operands = args
         common = None
         same = True
-        for t in ts:
-            d = device_of(t)
-            if common is None:
-                common = d
-            elif d is not common:
-                same = False
+        for a in operands:
+            if isinstance(a, Tensor):
+                try:
+                    d = getattr(a.untyped_storage(), ATTR, None)
+                except (RuntimeError, NotImplementedError, TypeError):
+                    d = a.device
+                if d is None:
+                    d = CPU if a.is_cpu else a.device
+                if common is None:
+                    common = d
+                elif d is not common:
+                    same = False
+            elif isinstance(a, _SEQ):
+                for e in a:
+                    if isinstance(e, Tensor):
+                        d = self.device_of(e)
+                        if common is None:
+                            common = d
+                        elif d is not common:
+                            same = False
         if same:
-            if common is CPU:
+            if common is None or common is CPU:
                 return func(*args, **kwargs)
             out = func(*args, **kwargs)
             self._tag(out, common)
             return out
+        ts = [a for a in operands if isinstance(a, Tensor)]
+        for a in operands:
+            if isinstance(a, _SEQ):
+                ts.extend(e for e in a if isinstance(e, Tensor))
         return self._mixed(func, args, kwargs, ts)
 
     def _mixed(self, func: Any, args: tuple, kwargs: dict, ts: list[Tensor]) -> Any:
@@ -280,7 +287,7 @@ class DeviceMode(TorchFunctionMode):
             return self._checked(func, args, kwargs, wrap + method, [("self", a), ("mat2", b)])
 
         table: dict[Any, Callable[[Any, tuple, dict], Any]] = {
-            Tensor.device.__get__: lambda f, a, k: self.device_of(a[0]),
+            Tensor.device.__get__: self._device_get,
             Tensor.is_cuda.__get__: lambda f, a, k: self.device_of(a[0]).type == "cuda",
             Tensor.is_cpu.__get__: lambda f, a, k: self.device_of(a[0]).type == "cpu",
             Tensor.get_device: lambda f, a, k: _index(self.device_of(a[0])),
@@ -356,6 +363,13 @@ class DeviceMode(TorchFunctionMode):
         return out
 
     def _to(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        if len(args) == 2 and not kwargs and args[1] is not None and not isinstance(args[1], (Tensor, torch.dtype)):
+            # the most frequent call (accelerate's hooks): x.to(device)
+            t = args[0]
+            target = self.norm(args[1])
+            if target is self.device_of(t):
+                return t
+            return self._move(t, target, None, False, False, None)
         t, rest = args[0], args[1:]
         device: Any = None
         dtype: torch.dtype | None = None
@@ -378,6 +392,14 @@ class DeviceMode(TorchFunctionMode):
         copy = kwargs.get("copy", copy)
         target = self.device_of(t) if device is None else self.norm(device)
         return self._move(t, target, dtype, non_blocking, copy, kwargs.get("memory_format"))
+
+    def _device_get(self, func: Any, args: tuple, kwargs: dict) -> torch.device:
+        t = args[0]
+        try:
+            d = getattr(t.untyped_storage(), ATTR, None)
+        except (RuntimeError, NotImplementedError, TypeError):
+            return t.device
+        return d if d is not None else t.device
 
     def _device_ctor(self, func: Any, args: tuple, kwargs: dict) -> torch.device:
         # torch.device(0) means "accelerator 0", which torch resolves only where one exists
