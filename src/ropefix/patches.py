@@ -89,6 +89,12 @@ def refresh(out: Path, spec: str = DEFAULT_SPEC, rules: list[str] | None = None,
     return index
 
 
+def diff_body(text: str) -> str:
+    """The diff without a leading description (``ropefix backport`` writes one above the same diff)."""
+    at = text.find("--- a/")
+    return text[at:] if at > 0 and text[at - 1] == "\n" else text
+
+
 def load_index(out: Path) -> dict:
     path = out / INDEX
     if not path.exists():
@@ -109,6 +115,6 @@ def check_one(out: Path, entry: dict, root: Path, regenerate: bool, rules: list[
     done = proc.run(["git", "apply", "--check", "-p1", patch.resolve()], cwd=root)
     if not done.ok:
         problems.append(f"{entry['release']}: git apply --check fails:\n{done.err.strip()}")
-    if regenerate and generate(entry["release"], root, rules).diff != patch.read_text():
+    if regenerate and generate(entry["release"], root, rules).diff != diff_body(patch.read_text()):
         problems.append(f"{entry['release']}: {patch.name} differs from what the engine makes now")
     return problems
