@@ -1,0 +1,37 @@
+"""``ropefix pr``: the upstream PR for a ref of transformers, written to out/pr/."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ropefix import pr
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pr", help="make the upstream PR (topic branch, patch series, PR_BODY.md, checks) for a ref")
+    p.add_argument("--base", required=True, help="branch, tag or commit of upstream to fix (e.g. main, v4.49.0)")
+    p.add_argument(
+        "--repo",
+        metavar="URL_OR_PATH",
+        help=f"upstream: a URL, a bare repo or a clean checkout (default {pr.UPSTREAM})",
+    )
+    p.add_argument("--issue", metavar="URL", help="the issue this PR fixes (linked in PR_BODY.md)")
+    p.add_argument("--out", type=Path, default=Path("out/pr"), help="where the series and PR body go (default out/pr)")
+    p.add_argument("--python", help="interpreter that can import the tree at --base (for the tests' tiny configs)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    result = pr.make_pr(args.base, repo=args.repo, issue=args.issue, out=args.out, python=args.python)
+    if result.safe:
+        print(f"{args.base} is already safe: no site any rule knows is affected. Nothing was produced.")
+        return 0
+    print(f"branch {result.branch} in {result.tree}: {len(result.commits)} commit(s) for {', '.join(result.models)}")
+    for p in result.patches:
+        print(f"  {p}")
+    print(f"  {args.out / 'PR_BODY.md'}\n  {args.out / 'CHECKS.md'}")
+    for note in result.untested:
+        print(f"  no test generated for {note}")
+    print(f"the series applies with `git am` on a clean {args.base}")
+    return 0

@@ -1,0 +1,178 @@
+"""``ropefix pr``: the upstream pull request, as a tested patch series on a topic branch.
+
+Pipeline (each step a function; git only through ``ropefix.git``):
+open the checkout at REF (a clean local work tree in place, or a work tree of the cache's mirror)
+-> scan (already safe: say so, produce nothing) -> one commit per fix rule, rope-deltas first,
+with upstream-style tests in the first -> upstream's checks -> ``out/pr/``: the format-patch
+series, PR_BODY.md, CHECKS.md -> proof that the series applies with ``git am`` on a clean REF.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ropefix import engine, git, prbody, testgen, ui, upstream_checks
+from ropefix.errors import RopefixError
+from ropefix.rules import REGISTRY, select
+from ropefix.store import Store
+
+UPSTREAM = "https://github.com/huggingface/transformers"
+TOPIC = "fix-rope-deltas-device"
+
+
+@dataclass
+class PrResult:
+    base: str
+    safe: bool
+    out: Path
+    branch: str | None = None
+    tree: Path | None = None
+    patches: list[Path] = field(default_factory=list)
+    commits: list[tuple[str, str]] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    tests: list[str] = field(default_factory=list)
+    checks: list[upstream_checks.Check] = field(default_factory=list)
+    untested: list[str] = field(default_factory=list)  # models without generated tests, with the reason
+
+
+def open_checkout(repo: str | None, base: str, store: Store) -> tuple[git.Repo, str, bool]:
+    """A work tree at ``base``: (work tree, base sha, whether it is the user's own checkout)."""
+    target = repo or UPSTREAM
+    local = Path(target).expanduser()
+    if local.is_dir() and git.is_repo(local) and not (local / "HEAD").exists():
+        work = git.open_repo(local)
+        if work.is_dirty():
+            raise RopefixError(
+                f"The checkout {local} has uncommitted changes ({', '.join(work.dirty_paths()[:5])}). ropefix pr "
+                "creates a topic branch there and must not mix your edits into it: commit or stash them, then retry."
+            )
+        return work, _resolve(work, base, target), True
+    from ropefix import sources
+
+    mirror = sources._mirror(store, sources._normalise_url(target), fetch=True)
+    sha = _resolve(mirror, base, target)
+    path = store.path("worktrees", f"pr-{base.replace('/', '-')}")
+    if path.exists():
+        shutil.rmtree(path)
+        mirror.run("worktree", "prune")
+    return mirror.worktree_add(path, sha), sha, False
+
+
+def _resolve(repo: git.Repo, base: str, where: str) -> str:
+    for ref in (base, f"v{base}", f"refs/remotes/origin/{base}"):
+        if repo.has_ref(ref):
+            return repo.rev_parse(f"{ref}^{{commit}}")
+    tags = ", ".join(repo.tags()[-5:]) or "none"
+    raise RopefixError(
+        f"The ref {base!r} does not exist in {where} (tried {base}, v{base}, origin/{base}; newest tags: {tags}). "
+        "Pass a branch, tag or commit that exists there, e.g. `--base main` or `--base v4.49.0`."
+    )
+
+
+def make_pr(
+    base: str,
+    repo: str | None = None,
+    issue: str | None = None,
+    out: Path = Path("out/pr"),
+    store: Store | None = None,
+    python: str | None = None,
+    evidence: Path | None = Path("out/matrix.md"),
+) -> PrResult:
+    store = store or Store()
+    out = out.resolve()  # git runs in the work tree: relative paths would land there
+    work, base_sha, own = open_checkout(repo, base, store)
+    root = work.path
+    result = PrResult(base, safe=False, out=out, tree=root)
+    scan = engine.scan_tree(root)
+    if not scan.affected:
+        result.safe = True
+        if not own:  # nothing to propose: leave nothing behind
+            work.run("worktree", "remove", "--force", str(root))
+            result.tree = None
+        return result
+    branch = work.fresh_branch_name(f"{TOPIC}-{base.replace('/', '-')}")
+    work.create_branch(branch, base_sha)
+    result.branch = branch
+    touched: list[str] = []
+    for rule in select(None):
+        rep = engine.apply_tree(root, rules=[rule.name])
+        if not rep.changed:
+            continue
+        files = [ch.file for ch in rep.changes]
+        models = sorted(
+            {s.model for ch in rep.changes for s in ch.sites_fixed} or {Path(f).parent.name for f in files}
+        )
+        paths = list(files)
+        if rule.name == next(iter(REGISTRY)):
+            paths += _add_tests(root, models, result, python)
+        work.commit_paths(paths, _message(rule.name, rule.summary, models, rep))
+        result.commits.append((rule.name, rule.summary))
+        result.models = sorted({*result.models, *models})
+        touched += paths
+    ui.info(f"running upstream's checks on {len(touched)} touched file(s)")
+    result.checks = upstream_checks.run_checks(root, touched)
+    gate = upstream_checks.detect_gate(root)
+    _write_out(work, base_sha, result, issue, evidence, gate)
+    _prove(work, base_sha, result.patches)
+    return result
+
+
+def _add_tests(root: Path, models: list[str], result: PrResult, python: str | None) -> list[str]:
+    written = []
+    for t in testgen.targets(root, models, python):
+        if t.problem:
+            result.untested.append(f"{t.name}: {t.problem}")
+            continue
+        written.append(testgen.write(root, t).relative_to(root).as_posix())
+    result.tests += written
+    return written
+
+
+def _message(rule: str, summary: str, models: list[str], rep: engine.ApplyReport) -> str:
+    sites = sum(len(ch.sites_fixed) for ch in rep.changes)
+    names = ", ".join(models)
+    title = "Keep mRoPE rope_deltas on cache_position's device" if rule == next(iter(REGISTRY)) else f"Fix {rule}"
+    return (
+        f"{title} ({names})\n\n{summary}\n\n"
+        f"Rule `{rule}`: {sites} site(s) in {len(rep.changes)} file(s), modular and generated modeling files "
+        "together. Paths where cache_position is None (plain forward, training) behave as before.\n"
+    )
+
+
+def _write_out(
+    work: git.Repo, base_sha: str, result: PrResult, issue: str | None, evidence: Path | None, gate: str
+) -> None:
+    out = result.out
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.patch"):
+        old.unlink()
+    result.patches = work.format_patch(f"{base_sha}..HEAD", out)
+    _, template = prbody.find_template(work.path)
+    checks_line = "\n".join(f"- `{c.name}`: {c.status}" for c in result.checks) + f"\n- gate detected: `{gate}`"
+    ctx = prbody.Context(
+        base=result.base,
+        models=result.models,
+        commits=result.commits,
+        tests=result.tests,
+        issue=issue,
+        evidence=evidence.read_text() if evidence and evidence.is_file() else None,
+        checks=checks_line,
+        notes=[f"no test generated for {u}" for u in result.untested],
+    )
+    (out / "PR_BODY.md").write_text(prbody.render(ctx, template))
+    (out / "CHECKS.md").write_text(upstream_checks.render(result.checks, gate))
+
+
+def _prove(work: git.Repo, base_sha: str, patches: list[Path]) -> None:
+    """Apply the series with ``git am`` on a clean work tree at the base; it must give the branch's tree."""
+    with tempfile.TemporaryDirectory(prefix="ropefix-am-") as tmp:
+        clean = work.worktree_add(Path(tmp) / "clean", base_sha)
+        try:
+            clean.am(patches)
+            if clean.run("rev-parse", "HEAD^{tree}") != work.run("rev-parse", "HEAD^{tree}"):
+                raise RopefixError("The patch series applied with `git am` does not reproduce the topic branch.")
+        finally:
+            work.worktree_remove(clean.path, force=True)
