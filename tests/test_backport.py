@@ -51,6 +51,9 @@ def test_patch_comes_from_the_releases_own_tree(release: Path, tmp_path: Path) -
     text = dest.read_text()
     assert "+++ b/src/transformers/models/qwen2_vl/modeling_qwen2_vl.py" in text
     assert "cache_position.device" in text
+    committed = Path(__file__).parents[1] / "patches" / dest.name
+    if committed.exists():  # the same generator as `ropefix patches --refresh`: identical files
+        assert text == committed.read_text()
 
 
 def test_engine_patch_install_status_revert_round_trip(release: Path, site: Path) -> None:

@@ -40,14 +40,13 @@ def make_patch(version: str, rules: list[str] | None = None, tree: Path | None =
 
 
 def unified_diff(patch: Patch) -> str:
-    """The patch as a -p1 diff against a release checkout (``src/transformers/...``), by the engine's generator."""
+    """The patch as a -p1 diff against a release checkout: byte for byte what ``ropefix patches --refresh``
+    writes for the same release and rules (the engine's own per-file diff, in the engine's file order)."""
     from ropefix import engine
 
-    header = f"ropefix backport for transformers {patch.version}; rules: {', '.join(patch.rules)}\n\n"
-    body = "".join(
+    return "".join(
         engine.unified_diff(f"src/{c.path}", c.original.decode(), c.patched.decode()) for c in patch.changes
     )
-    return header + body
 
 
 def write_patch(patch: Patch, folder: Path) -> Path:
