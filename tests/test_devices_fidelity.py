@@ -1,0 +1,231 @@
+"""Fidelity: over random op sequences and placements, the simulator raises exactly where PyTorch would.
+
+The oracle below is written from PyTorch's rules, independently of ``ropefix.devices.rules``:
+
+* element-wise ops: the operands that are not 0-dim cpu *inputs* must all share one device;
+  the text names the first non-cpu device and then the first operand that differs;
+* cat/stack and mm: every tensor must share the first tensor's device, no exemption;
+* indexing: an index tensor may be on cpu or on the indexed tensor's device;
+* copy_ and .to cross devices freely.
+
+Each step's result joins the pool, so devices flow through the sequence. Values are compared with
+a plain CPU run (all arithmetic is on the CPU, so they must be bit-identical). Where a real GPU is
+present, the same programs run on real cpu/cuda:0 tensors and must fail identically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from ropefix.devices import simulate
+
+DEVICES = ["cpu", "cuda:0", "cuda:1"]
+SHAPES = [(), (3,), (2, 3)]
+ELEMENTWISE = ["add", "mul", "sub", "maximum", "eq", "where"]
+OPS = [*ELEMENTWISE, "add_", "cat", "mm", "index", "copy_", "to"]
+
+
+@dataclass(frozen=True)
+class Value:
+    device: str
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Step:
+    op: str
+    operands: tuple[int, ...]  # indices into the pool, taken modulo its size
+    device: str = "cpu"  # for "to"
+
+
+def _broadcast(*shapes: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(torch.broadcast_shapes(*shapes))
+
+
+def _elementwise_expectation(ops: list[tuple[Value, bool]]) -> str | None:
+    """ops: (value, is_output) in operand order. The message PyTorch raises, or None."""
+    accelerators = [v.device for v, _ in ops if v.device != "cpu"]
+    if not accelerators:
+        return None  # all on cpu
+    common = accelerators[0]
+    for v, out in ops:
+        cpu_scalar_input = v.device == "cpu" and v.shape == () and not out
+        if v.device != common and not cpu_scalar_input:
+            return f"Expected all tensors to be on the same device, but found at least two devices, {common} and {v.device}!"
+    return None
+
+
+def _wrapper_expectation(named: list[tuple[str, Value]], method: str) -> str | None:
+    first = named[0][1].device
+    for name, v in named[1:]:
+        if v.device != first:
+            return (
+                f"Expected all tensors to be on the same device, but got {name} is on {v.device}, "
+                f"different from other tensors on {first} (when checking argument in method wrapper_CUDA_{method})"
+            )
+    return None
+
+
+def expect(step: Step, pool: list[Value]) -> tuple[str, str | None, Value | None]:
+    """(error type or "", message, result) for one step under PyTorch's rules."""
+    vals = [pool[i % len(pool)] for i in step.operands]
+    a, b, c = vals
+    if step.op in ELEMENTWISE:
+        operands = [a, b, c] if step.op == "where" else [a, b]
+        msg = _elementwise_expectation([(v, False) for v in operands])
+        shape = _broadcast(*(v.shape for v in operands))
+        devices = [v.device for v in operands if v.device != "cpu"]
+        return ("RuntimeError", msg, None) if msg else ("", None, Value(devices[0] if devices else "cpu", shape))
+    if step.op == "add_":
+        msg = _elementwise_expectation([(a, True), (b, False)])
+        return ("RuntimeError", msg, None) if msg else ("", None, a)
+    if step.op == "cat":
+        msg = _wrapper_expectation([("tensors", a), ("tensors", b)], "cat")
+        n = max(1, _numel(a.shape)) + max(1, _numel(b.shape))
+        return ("RuntimeError", msg, None) if msg else ("", None, Value(a.device, (n,)))
+    if step.op == "mm":
+        msg = _wrapper_expectation([("self", a), ("mat2", b)], "mm")
+        return ("RuntimeError", msg, None) if msg else ("", None, Value(a.device, (1, 1)))
+    if step.op == "index":
+        if b.device not in ("cpu", a.device):
+            msg = f"indices should be either on cpu or on the same device as the indexed tensor ({a.device})"
+            return ("IndexError", msg, None)
+        return ("", None, Value(a.device, (1,)))
+    if step.op == "copy_":
+        return ("", None, a)
+    return ("", None, Value(step.device, a.shape))  # to
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def apply(step: Step, pool: list[torch.Tensor]) -> torch.Tensor:
+    a, b, c = (pool[i % len(pool)] for i in step.operands)
+    if step.op == "where":
+        return torch.where(a > 0, b, c)
+    if step.op in ELEMENTWISE:
+        return getattr(torch, step.op)(a, b)
+    if step.op == "add_":
+        return a.add_(b)
+    if step.op == "cat":
+        return torch.cat([a.reshape(-1), b.reshape(-1)])
+    if step.op == "mm":
+        return torch.mm(a.reshape(1, -1)[:, :1], b.reshape(-1, 1)[:1])
+    if step.op == "index":
+        return a.reshape(-1)[b.reshape(-1)[:1].long().clamp(0, 0)]
+    if step.op == "copy_":
+        return a.copy_(b.float())
+    return a.to(step.device)
+
+
+def start_values(placements: list[tuple[str, tuple[int, ...]]]) -> list[torch.Tensor]:
+    values = []
+    for i, (device, shape) in enumerate(placements):
+        base = (torch.arange(_numel(shape), dtype=torch.float32) - i).reshape(shape)
+        values.append(base.to(device) if device != "cpu" else base)
+    return values
+
+
+def run(placements: list[tuple[str, tuple[int, ...]]], steps: list[Step]) -> list[tuple]:
+    """Execute the program; one record per step, ending at the first error."""
+    pool = start_values(placements)
+    trace: list[tuple] = []
+    for step in steps:
+        try:
+            out = apply(step, pool)
+        except (RuntimeError, IndexError) as e:
+            trace.append((type(e).__name__, str(e)))
+            break
+        pool.append(out)
+        trace.append(("", str(out.device), tuple(out.shape), out.detach().cpu().flatten().tolist()))
+    return trace
+
+
+placements_st = st.lists(st.tuples(st.sampled_from(DEVICES), st.sampled_from(SHAPES)), min_size=2, max_size=4)
+step_st = st.builds(
+    Step,
+    op=st.sampled_from(OPS),
+    operands=st.tuples(*[st.integers(0, 7)] * 3),
+    device=st.sampled_from(DEVICES),
+)
+
+
+def _valid(step: Step, pool: list[Value]) -> bool:
+    """Shape-legal programs only: device errors are the subject, not shape errors."""
+    a, b, _ = (pool[i % len(pool)] for i in step.operands)
+    if step.op == "add_":
+        return _broadcast(a.shape, b.shape) == a.shape
+    if step.op == "copy_":
+        return _broadcast(a.shape, b.shape) == a.shape
+    return True
+
+
+# the corners of the rules, always run on top of the random search
+@example(placements=[("cpu", ()), ("cuda:0", ())], steps=[Step("add_", (0, 1, 0))])  # no exemption for outputs
+@example(placements=[("cuda:0", ()), ("cpu", (3,))], steps=[Step("add", (0, 1, 0))])  # cuda scalars are no exemption
+@example(placements=[("cpu", ()), ("cuda:1", (2, 3))], steps=[Step("where", (1, 0, 1))])  # cpu scalars combine
+@example(placements=[("cuda:1", (3,)), ("cuda:0", (3,))], steps=[Step("cat", (0, 1, 0))])
+@example(placements=[("cpu", (3,)), ("cuda:0", ())], steps=[Step("index", (0, 1, 0))])
+@example(placements=[("cuda:0", (3,)), ("cpu", ())], steps=[Step("mm", (0, 1, 0))])
+@given(placements=placements_st, steps=st.lists(step_st, min_size=1, max_size=6))
+def test_simulator_raises_exactly_where_pytorch_rules_say(placements, steps) -> None:
+    pool = [Value(d, s) for d, s in placements]
+    expected: list[tuple] = []
+    for step in steps:
+        if not _valid(step, pool):
+            break
+        kind, msg, result = expect(step, pool)
+        if kind:
+            expected.append((kind, msg))
+            break
+        expected.append(result)
+        pool.append(result)
+    steps = steps[: len(expected)]
+    with simulate(2):
+        got = run(placements, steps)
+    # the same program on one device: the values every simulated step must reproduce bit for bit
+    cpu = run([("cpu", s) for _, s in placements], [Step(s.op, s.operands, "cpu") for s in steps])
+    assert len(got) == len(expected)
+    for g, e, c in zip(got, expected, cpu):
+        if isinstance(e, tuple):
+            assert g == e
+        else:
+            assert g[0] == "" and (g[1], g[2]) == (e.device, e.shape)
+            assert g[3] == c[3]  # bit-identical values
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a real CUDA device for the differential run")
+@given(
+    placements=st.lists(
+        st.tuples(st.sampled_from(["cpu", "cuda:0"]), st.sampled_from(SHAPES)), min_size=2, max_size=4
+    ),
+    steps=st.lists(step_st.filter(lambda s: s.device != "cuda:1"), min_size=1, max_size=6),
+)
+def test_simulator_matches_a_real_gpu(placements, steps) -> None:
+    pool = [Value(d, s) for d, s in placements]
+    kept = []
+    for step in steps:
+        if not _valid(step, pool):
+            break
+        kept.append(step)
+        kind, _, result = expect(step, pool)
+        if kind:
+            break
+        pool.append(result)
+    real = run(placements, kept)
+    real_n = torch.cuda.device_count()
+    try:
+        with simulate(real_n):
+            simulated = run(placements, kept)
+    finally:
+        torch.cuda.synchronize()
+    assert simulated == real
