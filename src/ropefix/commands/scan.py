@@ -86,7 +86,7 @@ def cell(counts: dict[str, int] | None) -> str:
 def table(reports: dict[str, engine.ScanReport]) -> str:
     per = {v: r.models() for v, r in reports.items()}
     models = sorted({m for counts in per.values() for m in counts})
-    width = max([7, *(len(m) for m in models)])
+    width = max([6, *(min(len(m), 12) for m in models)])
     head = f"{'release':<9}" + "".join(f" {m[:width]:>{width}}" for m in models)
     lines = [head]
     for v, counts in per.items():
