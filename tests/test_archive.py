@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 import io
+import os
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from upstream import make_sdist
 
 from ropefix.archive import extract, files
@@ -93,3 +97,36 @@ def test_files_refuses_escaping_archive_before_yielding(tmp_path: Path) -> None:
     stream = files(bad)
     with pytest.raises(RopefixError, match="symlink out of the target"):
         next(stream)
+
+
+segment = st.sampled_from(["a", "b", "..", "."])
+relpath = st.lists(segment, min_size=1, max_size=4).map("/".join)
+member = st.one_of(
+    st.builds(lambda p, absolute: ("file", ("/" if absolute else "") + "top/" + p, ""), relpath, st.booleans()),
+    st.builds(lambda p, t: ("sym", "top/" + p, t), relpath, st.one_of(relpath, relpath.map(lambda t: "/" + t))),
+    st.builds(lambda p, t: ("hard", "top/" + p, "top/" + t), relpath, relpath),
+)
+
+
+@given(st.lists(member, min_size=1, max_size=5))
+def test_extraction_never_writes_outside_the_target(members: list[tuple[str, str, str]]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        infos = [
+            _file(name)
+            if kind == "file"
+            else _link(name, target, tarfile.SYMTYPE if kind == "sym" else tarfile.LNKTYPE)
+            for kind, name, target in members
+        ]
+        archive_path = _tar(root / "x.tar.gz", infos)
+        dest = root / "box" / "out"
+        try:
+            extract(archive_path, dest)
+        except RopefixError:
+            # Refused by our checks before anything was written: tarfile's data filter (which
+            # refuses only once it meets the bad member) never had to step in.
+            assert not dest.exists()
+        for path in root.rglob("*"):
+            assert path == archive_path or path.is_relative_to(root / "box"), path
+            if path.is_symlink():
+                assert Path(os.path.realpath(path)).is_relative_to(dest.resolve()), (path, os.readlink(path))

@@ -13,11 +13,20 @@ from ropefix.errors import RopefixError
 def check_members(archive: Path, members: list[tarfile.TarInfo]) -> None:
     """Reject the whole archive if any member escapes, links out, or is not a plain file or folder.
 
-    tarfile's ``data`` filter would refuse these too; checking first lets the message name the
-    member and guarantees nothing is written before the refusal.
+    tarfile's ``data`` filter refuses most of these too, but only while extracting (after earlier
+    members are written) and some odd archives crash it; checking every member first names the
+    culprit and guarantees nothing is written before a refusal. The rules are stricter than
+    needed for safety, and no release archive breaks them: names are plain relative paths
+    (no ``.``, ``..`` or empty parts), nothing sits below a file or link, a link's target never passes
+    through another link, and a hard link points at a file stored earlier.
     """
+    links = {_clean(m.name) for m in members if m.issym() or m.islnk()}
+    not_folders = links | {_clean(m.name) for m in members if not m.isdir()}
+    files: set[str] = set()
     for m in members:
-        problem = _problem(m)
+        problem = _problem(m) or _link_problem(m, links, not_folders, files)
+        if m.isfile():
+            files.add(_clean(m.name))
         if problem:
             raise RopefixError(
                 f"Refusing to unpack {archive.name}: member {m.name!r} {problem}. A release archive never "
@@ -26,12 +35,18 @@ def check_members(archive: Path, members: list[tarfile.TarInfo]) -> None:
             )
 
 
+def _clean(name: str) -> str:
+    return name.removeprefix("./").rstrip("/")
+
+
 def _problem(m: tarfile.TarInfo) -> str | None:
     name = m.name
     if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
         return "has an absolute path"
     if _escapes(name):
         return "points outside the target folder (via '..')"
+    if any(part in ("", ".", "..") for part in _clean(name).split("/")):
+        return "is not a plain relative path (it has '.', '..' or empty parts)"
     if m.issym():
         # A symlink's target is relative to the link's own folder.
         if m.linkname.startswith("/") or _escapes(posixpath.join(posixpath.dirname(name), m.linkname)):
@@ -41,6 +56,29 @@ def _problem(m: tarfile.TarInfo) -> str | None:
             return f"is a hard link out of the target folder (to {m.linkname!r})"
     elif not (m.isfile() or m.isdir()):
         return "is a device, fifo or other special file"
+    return None
+
+
+def _link_problem(m: tarfile.TarInfo, links: set[str], not_folders: set[str], files: set[str]) -> str | None:
+    parts = _clean(m.name).split("/")
+    for i in range(1, len(parts)):
+        if "/".join(parts[:i]) in not_folders:
+            return f"sits below {'/'.join(parts[:i])!r}, which is a file or link, not a folder"
+    if m.islnk() and _clean(posixpath.normpath(m.linkname)) not in files:
+        return f"is a hard link to {m.linkname!r}, which is not a file stored earlier in the archive"
+    if m.issym():
+        # Walk the target one part at a time: no step may land on another link (a chain of links
+        # can leave the folder even when the target looks inside on paper).
+        here = parts[:-1]
+        for part in m.linkname.split("/"):
+            if part in ("", "."):
+                continue
+            if part == "..":
+                here = here[:-1]
+                continue
+            here = [*here, part]
+            if "/".join(here) in links:
+                return f"is a symlink through another link ({'/'.join(here)!r})"
     return None
 
 
