@@ -19,13 +19,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from ropefix.matrix import runner
+from ropefix.matrix import report, runner
 from ropefix.matrix.model import Matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_once(p: runner.Plan, wheel: Path, out: Path, workdir: Path, pip_cache: Path, parallel: int) -> Matrix:
+def run_once(
+    p: runner.Plan, wheel: Path, out: Path, workdir: Path, pip_cache: Path, parallel: int, verify_args: list[str]
+) -> Matrix:
     opts = runner.RunOptions(
         tox_ini=ROOT / "tox.ini",
         results_dir=out,
@@ -33,6 +35,7 @@ def run_once(p: runner.Plan, wheel: Path, out: Path, workdir: Path, pip_cache: P
         kit_wheel=wheel,
         workdir=workdir,
         env=(("PIP_CACHE_DIR", str(pip_cache)),),
+        verify_args=tuple(verify_args),
     )
     return runner.run(p, opts)
 
@@ -59,8 +62,11 @@ def main() -> int:
     ap.add_argument("--envs", nargs="+", default=[])
     ap.add_argument("--parallel", type=int, default=1)
     ap.add_argument("--no-cold", action="store_true", help="skip the cold run (reuse a warm pip cache)")
+    ap.add_argument("--report", type=Path, help="write the last run's matrix.{json,md,svg,png,junit.xml} here")
+    ap.add_argument("verify_args", nargs=argparse.REMAINDER, help="after --: passed to verify in every env")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    vargs = [a for a in args.verify_args if a != "--"]
     with tempfile.TemporaryDirectory(prefix="ropefix-bench-matrix-") as tmp_s:
         tmp = Path(tmp_s)
         p = runner.plan(ROOT / "tox.ini", [] if args.envs else [args.label], args.envs)
@@ -75,9 +81,13 @@ def main() -> int:
         if args.no_cold:
             cache = Path(os.environ.get("PIP_CACHE_DIR", Path.home() / ".cache" / "pip"))
         else:
-            show("cold", run_once(p, wheel, tmp / "cold", tmp / "tox-cold", cache, args.parallel))
-        show("warm-cache", run_once(p, wheel, tmp / "warm", tmp / "tox-warm", cache, args.parallel))
-        show("warm-envs", run_once(p, wheel, tmp / "warm2", tmp / "tox-warm", cache, args.parallel))
+            show("cold", run_once(p, wheel, tmp / "cold", tmp / "tox-cold", cache, args.parallel, vargs))
+        show("warm-cache", run_once(p, wheel, tmp / "warm", tmp / "tox-warm", cache, args.parallel, vargs))
+        last = run_once(p, wheel, tmp / "warm2", tmp / "tox-warm", cache, args.parallel, vargs)
+        show("warm-envs", last)
+        if args.report:
+            for path in report.write_all(last, args.report):
+                print(f"wrote {path}")
     return 0
 
 

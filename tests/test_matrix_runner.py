@@ -175,3 +175,28 @@ def test_envrun_keeps_verify_json_whole_or_not_at_all(tmp_path: Path, monkeypatc
     out2 = tmp_path / "m" / "crash.json"
     assert envrun.main([str(out2)]) == 3
     assert not out2.exists() and not list(out2.parent.glob("*.part"))
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_one_real_env_runs_verify_against_its_installed_release(tmp_path: Path, shared_store) -> None:
+    # The real tox.ini, the real kit and verify, on the full label's transformers 4.57.6 with the local
+    # torch build; verify searches only a little (its depth is tested elsewhere). The env lives in the
+    # shared test cache, so only the first run pays for the install.
+    repo = Path(__file__).resolve().parents[1]
+    name = "tf457-torch213"
+    p = runner.plan(repo / "tox.ini", [], [name])
+    assert [s.name for s in p.specs] == [name] and p.specs[0].transformers == "4.57.6"
+    opts = runner.RunOptions(
+        repo / "tox.ini",
+        tmp_path / "matrix",
+        kit_wheel=runner.build_kit_wheel(repo, tmp_path / "kit"),
+        workdir=shared_store.path("results", "matrix-tox"),
+        verify_args=("--models", "qwen2_vl", "--max-examples", "2"),
+    )
+    (cell,) = runner.run(p, opts).cells
+    assert cell.result is not None, cell.reason  # verify ran in the env and wrote its JSON
+    assert cell.transformers == "4.57.6" and cell.torch == "2.13.0"
+    assert [m["model"] for m in cell.result["models"]] == ["qwen2_vl"]
+    assert cell.status.value == cell.result["status"]
+    assert cell.timings.test_s > 0 and cell.timings.install_s > 0

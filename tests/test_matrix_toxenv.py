@@ -74,10 +74,17 @@ def test_selection_invariants(scan: dict[str, bool]) -> None:
 
 def test_parse_scan_shapes() -> None:
     assert toxenv.parse_scan({"4.49.0": True}) == {"4.49.0": True}
-    assert toxenv.parse_scan({"releases": [{"version": "4.49.0", "sites": ["a.py:1"]}, {"version": "5.0.0"}]}) == {
-        "4.49.0": True,
-        "5.0.0": False,
+    assert toxenv.parse_scan({"releases": [{"version": "4.49.0", "affected": True}]}) == {"4.49.0": True}
+    # what `ropefix scan --versions ... --json` prints: per release, its sites and their status
+    scan = {
+        "5.3.0": {
+            "files_scanned": 9,
+            "sites": [{"model": "m", "status": "fixed"}, {"model": "n", "status": "affected"}],
+        },
+        "5.4.0": {"files_scanned": 9, "sites": [{"model": "m", "status": "fixed"}, {"status": "unknown-shape"}]},
+        "5.5.0": {"files_scanned": 9, "sites": []},
     }
+    assert toxenv.parse_scan(scan) == {"5.3.0": True, "5.4.0": False, "5.5.0": False}
     with pytest.raises(RopefixError, match="names no releases"):
         toxenv.parse_scan({"oops": 1})
 

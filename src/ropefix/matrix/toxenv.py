@@ -175,28 +175,25 @@ QUICK_TORCH = "2.13.0"
 
 
 def parse_scan(data: object) -> dict[str, bool]:
-    """``ropefix scan --json`` output -> {release: affected}.
+    """``ropefix scan --versions ... --json`` output -> {release: affected}.
 
-    Accepts {release: bool}, a list of per-release objects, or such a list under "releases";
-    a release object names itself by "version"/"release"/"transformers" and is affected when its
-    "affected" is true or, lacking that, when its "sites"/"findings" list is non-empty.
+    The scan prints {release: {"sites": [{"status": "affected"|"fixed"|..., ...}], ...}}: a release is
+    affected when one of its sites is. Also accepted: {release: bool}, or a list of objects with
+    "version" and "affected" (optionally under "releases").
     """
     if isinstance(data, dict) and isinstance(data.get("releases"), (list, dict)):
         data = data["releases"]
     out: dict[str, bool] = {}
-    if isinstance(data, dict) and all(isinstance(v, bool) for v in data.values()):
-        out = dict(data)
+    if isinstance(data, dict):
+        for name, item in data.items():
+            if isinstance(item, bool):
+                out[str(name)] = item
+            elif isinstance(item, dict) and isinstance(item.get("sites"), list):
+                out[str(name)] = any(isinstance(s, dict) and s.get("status") == "affected" for s in item["sites"])
     elif isinstance(data, list):
         for item in data:
-            if not isinstance(item, dict):
-                break
-            name = item.get("version") or item.get("release") or item.get("transformers")
-            if "affected" in item:
-                hit = bool(item["affected"])
-            else:
-                hit = bool(item.get("sites") or item.get("findings"))
-            if name:
-                out[str(name)] = hit
+            if isinstance(item, dict) and item.get("version") and isinstance(item.get("affected"), bool):
+                out[str(item["version"])] = item["affected"]
     if not out:
         raise RopefixError(
             "The scan result names no releases (expected a list of objects with 'version' and 'affected'). "
