@@ -1,0 +1,108 @@
+"""ropefix pr against a local upstream mirror built from real releases."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from releaseenv import release_python
+from upstream import upstream_repo
+
+from ropefix import git, pr, testgen
+from ropefix.errors import RopefixError
+from ropefix.store import Store
+
+REAL = ("4.49.0", "4.53.3")  # the same mirror tests/test_checkout.py builds
+ISSUE = "https://github.com/huggingface/transformers/issues/12345"
+
+
+@pytest.fixture(scope="session")
+def mirror(shared_store: Store) -> Path:
+    return upstream_repo(shared_store, REAL)
+
+
+def _run_tests(py: Path, tree: Path, tests: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(tree / "src"), "OMP_NUM_THREADS": "1"}
+    runner = Path(__file__).with_name("sim_pytest.py")
+    return subprocess.run(
+        [py, runner, *tests], cwd=tree, env=env, check=False, capture_output=True, text=True, timeout=900
+    )
+
+
+@pytest.mark.network
+@pytest.mark.slow
+def test_pr_series_applies_and_its_tests_go_red_to_green(mirror: Path, shared_store: Store, tmp_path: Path) -> None:
+    py = release_python(shared_store, "4.49.0")
+    out = tmp_path / "out"
+    result = pr.make_pr("v4.49.0", repo=str(mirror), issue=ISSUE, out=out, python=str(py), evidence=None)
+    assert not result.safe and result.commits[0][0] == "rope-deltas"
+    assert len(result.patches) == len(result.commits) and result.tests and not result.untested
+    body = (out / "PR_BODY.md").read_text()
+    assert f"Fixes {ISSUE}" in body and "- [x] Did you write any new necessary tests?" in body
+    assert "- [ ] " in body and "for the contributor" in body
+    assert "`ruff format --check`: pass" in body and "`ruff check`: pass" in body
+    assert (out / "CHECKS.md").exists()
+
+    # independently of make_pr's own proof: the series applies with git am on a clean checkout of the base
+    clean = git.open_repo(mirror).worktree_add(tmp_path / "clean", "v4.49.0")
+    clean.am(sorted(out.glob("*.patch")))
+    for rel in result.tests:
+        assert (clean.path / rel).exists()
+    after = _run_tests(py, clean.path, result.tests)
+    assert after.returncode == 0 and " passed" in after.stdout, after.stdout[-3000:]
+
+    # the same tests on the unpatched library: the multi-accelerator test fails with the device error
+    clean.run("checkout", "v4.49.0", "--", "src")
+    before = _run_tests(py, clean.path, result.tests)
+    assert before.returncode != 0
+    assert "Expected all tensors to be on the same device" in before.stdout
+    assert before.stdout.count("test_decode_with_cache_position_on_another_accelerator") >= len(result.tests)
+    assert "test_forward_without_cache_position_after_prefill FAILED" not in before.stdout
+
+
+def _safe_repo(tmp_path: Path) -> Path:
+    root = tmp_path / "safe"
+    model = root / "src" / "transformers" / "models" / "toy"
+    model.mkdir(parents=True)
+    (root / "src" / "transformers" / "__init__.py").write_text("")
+    (model / "modeling_toy.py").write_text(
+        "class Toy:\n    def forward(self, x, cache_position=None):\n        return x + self.cache_length\n"
+    )
+    repo = git.init(root)
+    repo.commit_paths(["src"], "Release 0.0.1")
+    repo.tag("v0.0.1")
+    return root
+
+
+def test_already_safe_ref_produces_nothing(tmp_path: Path) -> None:
+    root = _safe_repo(tmp_path)
+    result = pr.make_pr("v0.0.1", repo=str(root), out=tmp_path / "out", evidence=None)
+    assert result.safe and not result.patches
+    assert not (tmp_path / "out").exists()
+    assert git.open_repo(root).branches() == [git.open_repo(root).current_branch()]
+
+
+def test_missing_ref_and_dirty_checkout_are_refused(tmp_path: Path) -> None:
+    root = _safe_repo(tmp_path)
+    with pytest.raises(RopefixError, match="does not exist"):
+        pr.make_pr("v9.9.9", repo=str(root), out=tmp_path / "out", evidence=None)
+    (root / "src" / "transformers" / "__init__.py").write_text("x = 1\n")
+    with pytest.raises(RopefixError, match="uncommitted changes"):
+        pr.make_pr("v0.0.1", repo=str(root), out=tmp_path / "out", evidence=None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_tests_join_an_existing_upstream_test_file() -> None:
+    existing = (
+        "import unittest\n\nfrom transformers import is_torch_available\n"
+        "from transformers.testing_utils import require_torch, torch_device\n\n\n"
+        "class ToyModelTest(unittest.TestCase):\n    pass\n"
+    )
+    t = testgen.Target("toy_vl", "ToyVLForConditionalGeneration", "ToyVLConfig", {"vocab_size": 320})
+    text = testgen.add_to_existing(existing, t)
+    compile(text, "test_modeling_toy_vl.py", "exec")
+    assert text.startswith(existing.split("\n\n\n")[0].rsplit("\n", 1)[0])
+    assert "require_torch_multi_accelerator" in text and "class ToyVlRopeDeltasDeviceTest" in text
+    assert "class ToyModelTest" in text and "ToyVLConfig(**{'vocab_size': 320})" in text
