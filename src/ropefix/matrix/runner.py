@@ -122,6 +122,7 @@ def run_env(spec: EnvSpec, opts: RunOptions) -> Cell:
         cmd += ["--workdir", opts.workdir]
     if opts.verify_args:
         cmd += ["--", *opts.verify_args]
+    ui.info(f"{spec.name}: starting (transformers {spec.transformers}, torch {spec.torch})")
     began = time.monotonic()
     try:
         done = proc.run(
