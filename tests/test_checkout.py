@@ -253,3 +253,13 @@ def test_concurrent_runs_share_one_import(fake: FakeIndex) -> None:
     assert len(paths) == 1
     assert [r for r in fake.requests if r.startswith("/packages/")] == ["/packages/transformers-1.0.0.tar.gz"]
     assert git.Repo(Store().path("repos", sources.HISTORY_REPO)).run("rev-list", "--count", "releases") == "1"
+
+
+def test_auto_resolves_against_the_remote_tags_when_it_answers(local_upstream: Path, fake: FakeIndex) -> None:
+    fake.stop()  # the index is not needed when the remote answers
+    assert sources.resolve("latest", "auto", repo=local_upstream.as_uri()) == ["1.1.0"]
+
+
+def test_git_resolve_of_a_silent_remote_without_clone(tmp_path: Path) -> None:
+    with pytest.raises(RopefixError, match="did not answer and no clone of it is cached"):
+        sources.resolve("latest", "git", repo=str(tmp_path / "nowhere"))

@@ -52,11 +52,22 @@ def default_target(version: str, store: Store | None = None) -> Path:
 
 
 def resolve(spec: str, source: str = "pypi", repo: str | None = None, store: Store | None = None) -> list[str]:
-    """The releases ``spec`` names, looked up in the tags (git) or on the index (pypi/auto)."""
+    """The releases ``spec`` names: from the remote's tags (git), the index (pypi), or whichever
+    ``auto`` would check out from (the remote's tags when it answers, else the index)."""
     store = store or Store()
-    if source == "git":
-        mirror = _mirror(store, _normalise_url(repo or UPSTREAM_URL), fetch=False)
-        return versions.resolve(spec, _release_tags(mirror))
+    if source in ("git", "auto"):
+        url = _normalise_url(repo or UPSTREAM_URL)
+        tags = git.remote_tags(url, timeout=PROBE_TIMEOUT_S)
+        cached = store.path("repos", _mirror_name(url))
+        if tags is None and git.is_repo(cached):
+            tags = git.Repo(cached).tags()  # the remote is silent: its cached clone still knows
+        if tags is not None:
+            return versions.resolve(spec, [t[1:] for t in tags if t.startswith("v") and t[1:2].isdigit()])
+        if source == "git":
+            raise RopefixError(
+                f"{url} did not answer and no clone of it is cached, so its release tags are unknown. "
+                "Check the URL or path (--repo), or use --source pypi."
+            )
     # An exact release already imported needs no network at all.
     local = _release_tags(_history(store)) if git.is_repo(store.path("repos", HISTORY_REPO)) else []
     if spec.strip() in local:

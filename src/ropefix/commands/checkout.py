@@ -28,8 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # git resolves against the remote's tags; pypi and auto against the index.
-    found = sources.resolve(args.version, "git" if args.source == "git" else "pypi", repo=args.repo)
+    found = sources.resolve(args.version, args.source, repo=args.repo)
     for version in found:
         into = args.into
         if into is not None and len(found) > 1:

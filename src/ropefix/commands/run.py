@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    found = sources.resolve(args.version, "git" if args.source == "git" else "pypi", repo=args.repo)
+    found = sources.resolve(args.version, args.source, repo=args.repo)
     for version in ui.progress(found, "releases"):
         if args.source == "pypi":
             root = sources.release_tree(version)
