@@ -111,6 +111,7 @@ def checkout(
         owner, tag = _history(store), _import_release(store, version)
 
     with store.lock("worktrees"):
+        _refuse_dirty(target, force)  # again: the tree may have changed while we downloaded
         replaced = _clear_target(target, force)
         branch = owner.fresh_branch_name(f"{BRANCH_PREFIX}{tag}")
         owner.worktree_add(target, tag, branch=branch)
@@ -130,7 +131,6 @@ def release_tree(version: str, store: Store | None = None) -> Path:
         raise RopefixError(f"release_tree needs one release; {version!r} names {len(found)}: {', '.join(found)}.")
     version = found[0]
     path = store.path("worktrees", "releases", f"transformers-{version}")
-    tag = tag_for(version)
     with store.lock("worktrees"):
         if git.is_repo(path):
             tree = git.Repo(path)
