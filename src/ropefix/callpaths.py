@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -61,6 +62,8 @@ def _decode_loop(model: Any, inputs: dict[str, Any], shape: Shape) -> Any:
     device = ids.device
     cache_position = torch.arange(ids.shape[1], device=device)
     out = model(**inputs, cache_position=cache_position, use_cache=True)  # the model makes its own cache
+    # the cache argument was renamed in later 5.x releases (``cache``); use what this forward takes
+    cache_kw = "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
     tokens = []
     for _ in range(shape.max_new_tokens):
         nxt = out.logits[:, -1].argmax(-1).to(device)
@@ -70,9 +73,9 @@ def _decode_loop(model: Any, inputs: dict[str, Any], shape: Shape) -> Any:
         out = model(
             input_ids=nxt[:, None],
             attention_mask=mask,
-            past_key_values=out.past_key_values,
             cache_position=cache_position,
             use_cache=True,
+            **{cache_kw: getattr(out, cache_kw, None) or out.past_key_values},
         )
     tokens.append(out.logits[:, -1].argmax(-1).cpu())
     return torch.stack(tokens, dim=1)

@@ -32,7 +32,8 @@ from ropefix import callpaths, layouts, tinymodels
 from ropefix.callpaths import Shape
 from ropefix.tinymodels import Prompt
 
-DEVICE_ERROR = "Expected all tensors to be on the same device"
+# PyTorch's device-mismatch texts: operands (RuntimeError) and advanced-indexing indices (IndexError)
+DEVICE_ERRORS = ("Expected all tensors to be on the same device", "indices should be either on cpu or on the same device")
 # max_examples per profile, as tests/conftest.py registers them for pytest
 PROFILES = {"ci": 25, "dev": 60, "deep": 1000}
 MAX_ROUNDS = 6  # searches after which remaining new sites are left for a deeper profile
@@ -106,6 +107,10 @@ def site_of(tb: Any, root: str) -> tuple[str, str, str]:
     return (f"{rel}:{f.lineno}", code, f.name)
 
 
+def is_device_error(e: BaseException) -> bool:
+    return any(text in str(e) for text in DEVICE_ERRORS)
+
+
 def hazard_of(code: str, function: str) -> str:
     """The named hazard a device failure belongs to, from the failing line and its function."""
     if "delta" in code:  # the stored deltas (or the delta made from them) meet cache_position/positions
@@ -140,10 +145,16 @@ class Runner:
         self.examples_run = 0
 
     def baseline(self, prompt: Prompt, path: str, shape: Shape) -> Any:
+        """The same call on one simulated device: the reference a placed run must match bit for bit.
+
+        One *simulated* device, not the plain CPU: transformers takes device-type branches (the
+        sdpa mask unmasks fully padded rows on cuda only), so only a cuda:0 run is comparable.
+        """
         key = _baseline_key(prompt, path, shape)
         if key not in self._baselines:
+            one = layouts.Layout("one-device", {u: 0 for u in self.units.names}, "cuda:0", 1)
             try:
-                self._baselines[key] = callpaths.call(path, self.tiny.model, tinymodels.inputs(self.tiny, prompt), shape)
+                self._baselines[key] = self.placed(one, prompt, path, shape)
             except Exception as e:  # the path does not run on one device: not a device finding
                 self._baselines[key] = e
                 site, _, _ = site_of(e.__traceback__, self.root)
@@ -182,7 +193,7 @@ class Runner:
         except Exception as e:
             site, code, function = site_of(e.__traceback__, self.root)
             text = f"{type(e).__name__}: {e}"
-            hazard = hazard_of(code, function) if DEVICE_ERROR in str(e) else f"error:{type(e).__name__}"
+            hazard = hazard_of(code, function) if is_device_error(e) else f"error:{type(e).__name__}"
             return Failure(hazard, site, code, text[:400], example)
         if not (out.shape == base.shape and torch.equal(out, base)):
             return Failure("output-mismatch", "<result>", "", "placed run differs from the one-device run", example)

@@ -14,6 +14,7 @@ import functools
 import importlib
 import inspect
 import pkgutil
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -236,6 +237,32 @@ def tiny_config(fam: Family) -> Any:
     return cfg
 
 
+def _fill_token_ids(cfg: Any, fam: Family) -> None:
+    """Give the config every ``*_token_id`` its modeling code reads but it lacks.
+
+    Some releases and sub-models (4.49's Qwen2-VL, omni thinkers) read token ids that only the
+    hub's config.json or a parent config sets; each gets its own spare id of the tiny vocabulary.
+    """
+    src = inspect.getsource(importlib.import_module(fam.module))
+    used = sorted(set(re.findall(r"config\.(\w+_token_(?:id|index))\b", src)))
+    spare = iter(range(SPARE_IDS, VOCAB))
+    taken = {v for v in _token_values(cfg)}
+    for name in used:
+        if _get(cfg, name) is None:
+            free = next(i for i in spare if i not in taken)
+            setattr(cfg, name, free)
+            taken.add(free)
+
+
+def _token_values(cfg: Any) -> list[int]:
+    out = []
+    for holder in (cfg, getattr(cfg, "text_config", None), getattr(cfg, "vision_config", None)):
+        for k, v in (vars(holder).items() if holder is not None else ()):
+            if (k.endswith("_token_id") or k.endswith("_token_index")) and isinstance(v, int):
+                out.append(v)
+    return out
+
+
 def _get(cfg: Any, *names: str) -> Any:
     """The first of ``names`` set on the config or its text/vision sub-configs."""
     for holder in (cfg, getattr(cfg, "text_config", None), getattr(cfg, "vision_config", None)):
@@ -256,10 +283,7 @@ def _build_cached(fam: Family, seed: int) -> TinyModel:
         torch.manual_seed(seed)
         model = cls(cfg).eval()
     vc = cfg.vision_config
-    for attr, free in (("vision_start_token_id", SPARE_IDS), ("vision_end_token_id", SPARE_IDS + 1)):
-        # some sub-models (omni thinkers) read these from their config, yet only the parent config sets them
-        if _get(cfg, attr, attr.replace("vision", "image")) is None:
-            setattr(cfg, attr, free)
+    _fill_token_ids(cfg, fam)
     specials = {
         "image": _get(cfg, "image_token_id", "image_token_index"),
         "video": _get(cfg, "video_token_id", "video_token_index"),
@@ -268,6 +292,9 @@ def _build_cached(fam: Family, seed: int) -> TinyModel:
         "video_start": _get(cfg, "vision_start_token_id", "video_start_token_id"),
         "video_end": _get(cfg, "vision_end_token_id", "video_end_token_id"),
     }
+    for i, role in enumerate(("start", "end", "video_start", "video_end")):
+        if specials[role] is None:  # a marker this release's model never reads: any plain spare id does
+            specials[role] = SPARE_IDS + 32 + i
     chans = getattr(vc, "in_channels", None) or getattr(vc, "in_chans", 3)
     patch_dim = chans * vc.temporal_patch_size * vc.patch_size**2
     tiny = TinyModel(fam, model, cfg, specials, patch_dim, vc.spatial_merge_size)
