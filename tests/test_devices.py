@@ -316,3 +316,24 @@ def test_bad_arguments_are_refused(kwargs: dict) -> None:
 def test_simulations_do_not_nest(sim) -> None:
     with pytest.raises(RopefixError, match="already running"), simulate(2):
         pass
+
+
+def test_legacy_type_names_the_device_and_moves(sim) -> None:
+    x = torch.ones(2, device="cuda:1")
+    assert x.type() == "torch.cuda.FloatTensor" and torch.ones(1).type() == "torch.FloatTensor"
+    assert x.type("torch.cuda.FloatTensor") is x
+    d = x.type("torch.cuda.DoubleTensor")
+    assert (d.device, d.dtype) == (CUDA1, torch.float64)
+    assert x.type("torch.LongTensor").device == CPU
+    assert torch.ones(1).type("torch.cuda.HalfTensor").device == CUDA0  # the current device
+    assert x.type(torch.float16).device == CUDA1
+
+
+def test_new_tensor_and_to_empty_take_a_device(sim) -> None:
+    x = torch.ones(2, device="cuda:1")
+    assert x.new_tensor([1, 2]).device == CUDA1
+    assert x.new_tensor([1, 2], device="cuda:0").device == CUDA0
+    meta = torch.nn.Linear(2, 2, device="meta")
+    assert meta.weight.device == torch.device("meta")
+    meta.to_empty(device="cuda:0")
+    assert meta.weight.device == CUDA0

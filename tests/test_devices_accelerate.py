@@ -134,3 +134,19 @@ def test_from_pretrained_with_device_map_auto_splits_over_the_simulated_devices(
         assert model.model.embed_tokens.weight.device == CUDA0 and model.lm_head.weight.device == CUDA1
         out = model.generate(torch.ones(1, 4, dtype=torch.long, device="cuda:0"), max_new_tokens=3, do_sample=False)
         assert out.shape == (1, 7)
+
+
+def test_empty_weights_then_loading_onto_a_device() -> None:
+    from accelerate import init_empty_weights
+    from accelerate.utils import set_module_tensor_to_device
+
+    source = torch.nn.Linear(3, 2)
+    x = torch.ones(1, 3)
+    with simulate(2):
+        with init_empty_weights():
+            empty = torch.nn.Linear(3, 2)
+        assert empty.weight.device == torch.device("meta")
+        for name, value in source.state_dict().items():
+            set_module_tensor_to_device(empty, name, 1, value=value)
+        assert empty.weight.device == CUDA1 and type(empty.weight) is torch.nn.Parameter
+        assert torch.equal(empty(x.to("cuda:1")).cpu(), source(x))

@@ -297,6 +297,7 @@ class DeviceMode(TorchFunctionMode):
             Tensor.cuda: self._cuda,
             Tensor.cpu: lambda f, a, k: self._move(a[0], CPU, None, False, False, k.get("memory_format")),
             Tensor.type_as: lambda f, a, k: self._move(a[0], self.device_of(a[1]), a[1].dtype, False, False, None),
+            Tensor.type: self._type,
             Tensor.numpy: self._numpy,
             Tensor.__array__: self._numpy,
             Tensor.__getitem__: self._getitem,
@@ -352,6 +353,8 @@ class DeviceMode(TorchFunctionMode):
         return out
 
     def _unchecked(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        if kwargs.get("device") is not None:  # new_tensor(data, device=...)
+            return self._factory(func, args, kwargs)
         first = args[0] if args else None
         if isinstance(first, _SEQ):  # broadcast_tensors(a, b) arrives as one list on some paths
             first = first[0] if first else None
@@ -438,6 +441,24 @@ class DeviceMode(TorchFunctionMode):
         elif out is not t and current.type == self.kind:
             self._tag(out, current)
         return out
+
+    def _type(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        """``x.type()`` names the device (``torch.cuda.FloatTensor``); ``x.type(name)`` may move."""
+        t = args[0]
+        target = args[1] if len(args) > 1 else kwargs.get("dtype")
+        dev = self.device_of(t)
+        prefix = f"torch.{self.kind}."
+        if target is None:
+            name = func(t)
+            return f"{prefix}{name[len('torch.') :]}" if dev.type == self.kind else name
+        if not isinstance(target, str):
+            return self._op(func, args, kwargs)  # a dtype: same device
+        on_device = target.startswith(prefix)
+        host = func(t, "torch." + target[len(prefix) :] if on_device else target)
+        to = (dev if dev.type == self.kind else self.devices[self.facade.current]) if on_device else CPU
+        if to is dev and host is t:
+            return t
+        return self._move(host, to, None, bool(kwargs.get("non_blocking", False)), host is t, None)
 
     def _numpy(self, func: Any, args: tuple, kwargs: dict) -> Any:
         if not kwargs.get("force"):
