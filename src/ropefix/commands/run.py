@@ -1,48 +1,32 @@
 """``ropefix run``: the main job end to end on a default release (README's main command).
 
-Today: fetch the release as a work tree, report what it holds, and scan it with the fix
-engine (which models carry the rope_deltas hazard, site by site). Later steps (fix, verify,
-patch) grow here as their modules land.
+Checkout, scan, apply, verify red/green, PR: see ``ropefix.job``. Progress goes to stderr, the
+summary to stdout and ``out/run/SUMMARY.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from ropefix import engine, sources, ui
+from ropefix import job
 
 # The newest 4.x release: it carries qwen2_vl, qwen2_5_vl and their copies in the shapes most
-# users still run, and its sdist is on PyPI (so the pypi source works on a machine without GitHub).
+# users still run, and its sdist is on PyPI (so the job works on a machine without GitHub).
 DEFAULT_RELEASE = "4.57.6"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="the main job on a default release (for now: fetch it and report what it holds)")
+    p = sub.add_parser("run", help="the main job: checkout, scan, apply, verify red/green, patch and PR body")
     p.add_argument("--version", default=DEFAULT_RELEASE, help=f"release to work on (default {DEFAULT_RELEASE})")
-    p.add_argument("--source", choices=sources.SOURCES, default="pypi", help="where the release comes from")
-    p.add_argument("--repo", metavar="URL_OR_PATH", help="git remote for --source git/auto")
+    p.add_argument("--out", type=Path, default=Path("out/run"), help="where results go (default out/run)")
+    p.add_argument("--models", nargs="+", metavar="MODEL", help="models to verify (default: qwen2_vl qwen2_5_vl)")
+    p.add_argument("--max-examples", type=int, default=4, help="suite examples per search round (default 4: quick)")
+    p.add_argument("--python", help="interpreter that imports the release (default: one built for it, cached)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    found = sources.resolve(args.version, args.source, repo=args.repo)
-    for version in ui.progress(found, "releases"):
-        if args.source == "pypi":
-            root = sources.release_tree(version)
-            how = "pypi (cached release tree)"
-        else:
-            done = sources.checkout(version, source=args.source, repo=args.repo)
-            root, how = done.path, done.source_used
-        summary = sources.describe(root)
-        print(f"transformers {version} via {how}: {root}")
-        print(f"  {summary.python_files} Python files, {summary.models} model folders")
-        print(f"  {len(summary.rope_deltas)} models keep rope_deltas:")
-        for model, files in summary.rope_deltas.items():
-            print(f"    {model}: {', '.join(files)}")
-        report = engine.scan_tree(root)
-        print(f"  scan: {len(report.affected)} affected sites in {report.files_scanned} model files")
-        for model, counts in report.models().items():
-            print(f"    {model}: " + ", ".join(f"{n} {status}" for status, n in counts.items() if n))
-        for site in report.affected:
-            print(f"      {site.file}:{site.line} [{site.rule}/{site.shape}]")
-    return 0
+    result = job.run_job(args.version, args.out, args.models, args.max_examples, args.python)
+    print(result.render())
+    return 0 if result.ok else 1
