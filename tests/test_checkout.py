@@ -170,15 +170,15 @@ def test_cli_unknown_version_exits_1(fake: FakeIndex, capsys: pytest.CaptureFixt
     assert "1.0.9 is not a known release. Nearest existing: 1.0.0, 1.1.0" in capsys.readouterr().err
 
 
-def test_cli_run_reports_models_and_scan(fake: FakeIndex, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", "--version", "1.1.0"]) == 0
-    out = capsys.readouterr().out
-    assert "transformers 1.1.0 via pypi" in out
-    assert "1 models keep rope_deltas" in out and "qwen2_vl: modeling_qwen2_vl.py" in out
-    assert "bert" not in out
-    # The engine's scan runs on the fetched tree: the synthetic model adds the deltas on line 5.
-    assert "scan: 1 affected sites" in out
-    assert "src/transformers/models/qwen2_vl/modeling_qwen2_vl.py:5 [rope-deltas/" in out
+def test_describe_counts_files_and_rope_deltas_models(fake: FakeIndex) -> None:
+    summary = sources.describe(sources.release_tree("1.1.0"))
+    assert summary.rope_deltas == {"qwen2_vl": ["modeling_qwen2_vl.py"]}  # bert does not keep them
+    assert (summary.python_files, summary.models) == (4, 2)
+
+
+def test_describe_refuses_a_tree_without_transformers(tmp_path: Path) -> None:
+    with pytest.raises(RopefixError, match="holds no src/transformers"):
+        sources.describe(tmp_path)
 
 
 # -- real releases (network once; cached in the shared store) ----------------------------------------
