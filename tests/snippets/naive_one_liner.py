@@ -1,5 +1,3 @@
-
-
 class Decoder:
     rope_deltas = None
 
