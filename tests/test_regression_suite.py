@@ -112,3 +112,83 @@ def test_a_fix_that_breaks_a_working_path_fails() -> None:
     m = verify.judge("qwen2_vl", ["rope-deltas"], {"rope-deltas": True}, _result([RD]), _result([], broke))
     assert m.status == Status.FIX_FAILED.value
     assert m.broken_paths == ["forward/text"] and m.rules[0].fixed is False
+
+
+# ---------------------------------------------------------------- red before, green after (subprocesses)
+
+
+@pytest.mark.slow
+@needs_red
+@pytest.mark.parametrize("model", MODELS)
+def test_red_unpatched_green_patched(model: str) -> None:
+    result = verify.verify(None, [model], "ci")
+    (m,) = result.models
+    (rule,) = [r for r in m.rules if r.rule == "rope-deltas"]
+    # red: the reproducer fails on the unpatched tree, at the stored-deltas line of this model
+    assert rule.pattern_present and rule.reproduced
+    assert rule.failure_site.startswith(f"transformers/models/{model}/modeling_{model}.py:")
+    line = int(rule.failure_site.rsplit(":", 1)[1])
+    source = (_installed() / "models" / model / f"modeling_{model}.py").read_text().splitlines()
+    assert "rope_deltas" in source[line - 1]
+    assert len(set(rule.failing_layout["device_map"].values())) > 1
+    # green: on the patched copy no example fails at that hazard, every placed run equals the
+    # one-device run (an output mismatch would count against `fixed`), no working path broke
+    assert rule.fixed is True
+    assert m.broken_paths == []
+    assert not [o for o in m.other_findings if o["tree"] == "patched" and o["hazard"] == "rope-deltas"]
+    assert m.status in (Status.REPRODUCED_FIXED.value, Status.REPRODUCED_OTHER_HAZARDS.value)
+    assert m.examples_run > 0
+
+
+# ---------------------------------------------------------------- the naive one-liner
+
+NAIVE_FROM = "self.rope_deltas = rope_deltas"
+NAIVE_TO = "self.rope_deltas = rope_deltas.to(cache_position.device)"
+PLAIN_FORWARD = """
+import torch
+from ropefix import callpaths, tinymodels
+tiny = tinymodels.build("qwen2_vl")
+for kind in ("text", "image"):
+    try:
+        callpaths.call("forward", tiny.model, tinymodels.inputs(tiny, tinymodels.Prompt(kind=kind)), callpaths.Shape())
+        print(kind, "ok")
+    except Exception as e:
+        print(kind, "FAILED", type(e).__name__, e)
+"""
+
+
+def _stored_where_cache_position_is_a_parameter(src: str) -> bool:
+    import ast
+
+    for fn in ast.walk(ast.parse(src)):
+        if isinstance(fn, ast.FunctionDef) and NAIVE_FROM in (ast.get_source_segment(src, fn) or ""):
+            if "cache_position" in [a.arg for a in fn.args.args + fn.args.kwonlyargs]:
+                return True
+    return False
+
+
+def _plain_forward(pkg: Path) -> str:
+    from ropefix import proc
+
+    kit = Path(suite.__file__).resolve().parents[1]
+    env = {"PYTHONPATH": f"{pkg.parent}:{kit}", "OMP_NUM_THREADS": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    done = proc.run([sys.executable, "-c", PLAIN_FORWARD], env=env, check=True)
+    return done.out
+
+
+@pytest.mark.slow
+def test_naive_one_liner_breaks_plain_forward_without_cache_position(tmp_path: Path) -> None:
+    pkg = _installed()
+    target = pkg / "models" / "qwen2_vl" / "modeling_qwen2_vl.py"
+    if not _stored_where_cache_position_is_a_parameter(target.read_text()):
+        pytest.skip(f"transformers {verify.version_of(pkg)} has no cache_position where it stores rope_deltas")
+    # untouched copy: a plain forward (no cache_position, as in training) works
+    clean = verify.light_copy(pkg, tmp_path / "clean", ["qwen2_vl"])
+    assert _plain_forward(clean).split() == ["text", "ok", "image", "ok"]
+    # the widely quoted one-liner, applied to a copy: the same call now raises where it stores the deltas
+    naive = verify.light_copy(pkg, tmp_path / "naive", ["qwen2_vl"])
+    edited = naive / "models" / "qwen2_vl" / "modeling_qwen2_vl.py"
+    edited.write_text(edited.read_text().replace(NAIVE_FROM, NAIVE_TO))
+    out = _plain_forward(naive)
+    assert "text FAILED AttributeError" in out and "image FAILED AttributeError" in out
+    assert "'NoneType' object has no attribute 'device'" in out

@@ -117,13 +117,31 @@ def run_suite(pkg: Path, models: list[str], profile: str, max_examples: int | No
     return results
 
 
+def light_copy(pkg: Path, dest: Path, models: list[str]) -> Path:
+    """``dest/transformers``: real copies of ``models``' folders, symlinks for everything else.
+
+    Only the model folders are ever rewritten, so a full copy (100+ MB) is not needed.
+    """
+    copy = dest / "transformers"
+    copy.mkdir(parents=True)
+    for entry in pkg.iterdir():
+        if entry.name not in ("models", "__pycache__"):
+            (copy / entry.name).symlink_to(entry)
+    (copy / "models").mkdir()
+    for entry in (pkg / "models").iterdir():
+        if entry.name in models:
+            shutil.copytree(entry, copy / "models" / entry.name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif entry.name != "__pycache__":
+            (copy / "models" / entry.name).symlink_to(entry)
+    return copy
+
+
 def patched_copy(pkg: Path, models: list[str], dest: Path) -> tuple[Path, Any]:
-    """Copy the package to ``dest/transformers`` and apply the kit's fix to the copy."""
+    """A light copy of the package with the kit's fix applied to ``models``."""
     from ropefix.engine import apply_tree
 
-    copy = dest / "transformers"
-    shutil.copytree(pkg, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    present = [m for m in models if (copy / "models" / m).is_dir()]
+    present = [m for m in models if (pkg / "models" / m).is_dir()]
+    copy = light_copy(pkg, dest, present)
     report = apply_tree(copy, models=present or None)
     return copy, report
 
