@@ -337,3 +337,11 @@ def test_new_tensor_and_to_empty_take_a_device(sim) -> None:
     assert meta.weight.device == torch.device("meta")
     meta.to_empty(device="cuda:0")
     assert meta.weight.device == CUDA0
+
+
+def test_tensors_placed_in_one_simulation_keep_the_fast_path_in_the_next() -> None:
+    with simulate(2):
+        x = torch.ones(2, device="cuda:1")
+    with simulate(2) as again:
+        assert x.to("cuda:1") is x  # the same device object, not a copy
+        assert again.mode.device_of(x) is again.devices[1]

@@ -113,7 +113,7 @@ def apply(step: Step, pool: list[torch.Tensor]) -> torch.Tensor:
     if step.op == "where":
         return torch.where(a > 0, b, c)
     if step.op in ELEMENTWISE:
-        return getattr(torch, step.op)(a, b)
+        return getattr(torch, step.op)(a, b).float()  # float, so a comparison can feed any later op
     if step.op == "add_":
         return a.add_(b)
     if step.op == "cat":

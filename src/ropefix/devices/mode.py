@@ -82,6 +82,18 @@ _PASSTHROUGH = [
 ]
 
 
+_CANONICAL: dict[tuple[str, int], torch.device] = {}
+
+
+def canonical(kind: str, index: int) -> torch.device:
+    """One device object per device for the whole process, shared by every simulation.
+
+    The hot path compares devices by identity; tensors tagged in one simulation and used in
+    the next (a model dispatched once, run many times) must still compare equal that way.
+    """
+    return _CANONICAL.setdefault((kind, index), torch.device(kind, index))
+
+
 def _inplace(func: Callable[..., Any]) -> bool:
     name = getattr(func, "__name__", "")
     return (name.endswith("_") and not name.startswith("__")) or name in {
@@ -106,7 +118,7 @@ class DeviceMode(TorchFunctionMode):
         super().__init__()
         self.kind = kind
         self.facade = facade
-        self.devices = [torch.device(kind, i) for i in range(n)]
+        self.devices = [canonical(kind, i) for i in range(n)]
         self.wrapper = f"wrapper_{kind.upper()}_"
         self._norm: dict[Any, torch.device] = {}
         self._inplace: dict[Any, bool] = {}
@@ -208,7 +220,12 @@ class DeviceMode(TorchFunctionMode):
             if common is None or common is CPU:
                 return func(*args, **kwargs)
             out = func(*args, **kwargs)
-            self._tag(out, common)
+            if type(out) is Tensor:  # the usual single result, tagged inline
+                st = out.untyped_storage()
+                if getattr(st, ATTR, None) is None:
+                    setattr(st, ATTR, common)
+            else:
+                self._tag(out, common)
             return out
         ts = [a for a in operands if isinstance(a, Tensor)]
         for a in operands:
@@ -342,12 +359,16 @@ class DeviceMode(TorchFunctionMode):
         return table
 
     def _checked(self, func: Any, args: tuple, kwargs: dict, method: str, pairs: list[tuple[str, Tensor]]) -> Any:
-        named = [(name, self.device_of(t)) for name, t in pairs]
-        msg = rules.wrapper_error(method, named)
-        if msg:
-            raise RuntimeError(msg)
+        device_of = self.device_of
+        devices = [device_of(t) for _, t in pairs]
+        common = devices[0] if devices else CPU
+        for d in devices:
+            if d is not common:  # the slow path only on a mismatch (or devices outside the simulation)
+                msg = rules.wrapper_error(method, [(name, dev) for (name, _), dev in zip(pairs, devices)])
+                if msg:
+                    raise RuntimeError(msg)
+                break
         out = func(*args, **kwargs)
-        common = named[0][1] if named else CPU
         if common.type != "cpu":
             self._tag(out, common)
         return out
@@ -366,13 +387,18 @@ class DeviceMode(TorchFunctionMode):
         return out
 
     def _to(self, func: Any, args: tuple, kwargs: dict) -> Any:
-        if len(args) == 2 and not kwargs and args[1] is not None and not isinstance(args[1], (Tensor, torch.dtype)):
-            # the most frequent call (accelerate's hooks): x.to(device)
+        if (
+            len(args) == 2
+            and (not kwargs or (len(kwargs) == 1 and "non_blocking" in kwargs))
+            and args[1] is not None
+            and not isinstance(args[1], (Tensor, torch.dtype))
+        ):
+            # the most frequent call, from accelerate's hooks: x.to(device[, non_blocking=...])
             t = args[0]
             target = self.norm(args[1])
             if target is self.device_of(t):
                 return t
-            return self._move(t, target, None, False, False, None)
+            return self._move(t, target, None, bool(kwargs.get("non_blocking", False)), False, None)
         t, rest = args[0], args[1:]
         device: Any = None
         dtype: torch.dtype | None = None
