@@ -345,3 +345,16 @@ def test_tensors_placed_in_one_simulation_keep_the_fast_path_in_the_next() -> No
     with simulate(2) as again:
         assert x.to("cuda:1") is x  # the same device object, not a copy
         assert again.mode.device_of(x) is again.devices[1]
+
+
+def test_threads_started_inside_run_in_the_simulation() -> None:
+    import threading
+
+    seen: list[object] = []
+    original_run = threading.Thread.run
+    with simulate(2):
+        worker = threading.Thread(target=lambda: seen.append(torch.ones(1, device="cuda:1").device))
+        worker.start()
+        worker.join()
+    assert seen == [CUDA1]
+    assert threading.Thread.run is original_run
