@@ -200,3 +200,17 @@ def test_one_real_env_runs_verify_against_its_installed_release(tmp_path: Path, 
     assert [m["model"] for m in cell.result["models"]] == ["qwen2_vl"]
     assert cell.status.value == cell.result["status"]
     assert cell.timings.test_s > 0 and cell.timings.install_s > 0
+
+
+def test_envrun_verifies_only_default_models_the_release_has(tmp_path: Path, monkeypatch) -> None:
+    import ropefix.main
+    import ropefix.verify
+    from ropefix.matrix import envrun
+
+    pkg = tmp_path / "transformers"
+    (pkg / "models" / "qwen2_vl").mkdir(parents=True)  # like 4.45: qwen2_5_vl does not exist yet
+    monkeypatch.setattr(ropefix.verify, "package_of", lambda path: pkg)
+    seen = []
+    monkeypatch.setattr(ropefix.main, "main", lambda argv: seen.append(argv) or print("{}") or 0)
+    assert envrun.main([str(tmp_path / "e.json")]) == 0
+    assert seen == [["verify", "--json", "--models", "qwen2_vl"]]

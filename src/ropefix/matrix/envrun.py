@@ -23,6 +23,9 @@ def main(argv: list[str]) -> int:
     out, rest = Path(argv[0]), argv[1:]
     from ropefix.main import main as ropefix_main
 
+    if "--models" not in rest:
+        rest = [*rest, *_default_models()]
+
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         rc = ropefix_main(["verify", "--json", *rest])
@@ -39,6 +42,18 @@ def main(argv: list[str]) -> int:
         fh.write(text)
     os.replace(tmp, out)
     return rc
+
+
+def _default_models() -> list[str]:
+    """verify's default models that the installed release has (4.45 predates qwen2_5_vl, for one).
+
+    Without this, verify refuses an old release outright and its cell could show nothing.
+    """
+    from ropefix.verify import DEFAULT_MODELS, package_of
+
+    pkg = package_of(None)
+    present = [m for m in DEFAULT_MODELS if (pkg / "models" / m).is_dir()]
+    return ["--models", *present] if present else []
 
 
 if __name__ == "__main__":
