@@ -103,7 +103,12 @@ def run_job(
     def env() -> tuple[str, str]:
         from ropefix import relenv
 
-        tree["python"] = python or str(relenv.python_for(version, store))
+        if python:
+            tree["python"] = python
+        elif _installed_transformers() == version:  # this environment already imports that release
+            tree["python"] = proc.python()
+        else:
+            tree["python"] = str(relenv.python_for(version, store))
         return "ok", tree["python"]
 
     _timed(result, "environment", env)
@@ -149,3 +154,12 @@ def run_job(
 def _history_repo(store: Store) -> Path:
     """The cache's repository of imported releases (tags ``vX.Y.Z``), which release_tree checked out from."""
     return store.path("repos", sources.HISTORY_REPO)
+
+
+def _installed_transformers() -> str | None:
+    import importlib.metadata as md
+
+    try:
+        return md.version("transformers")
+    except md.PackageNotFoundError:
+        return None
