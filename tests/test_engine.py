@@ -212,3 +212,20 @@ def test_scan_memo_answers_like_a_fresh_parse_and_follows_edits(tmp_path: Path) 
     assert engine.scan_tree(root) == fresh  # answered from the memo
     engine.apply_tree(root, models=["beta_vl"])  # edited files hash differently: no stale answer
     assert {s.status for s in engine.scan_tree(root, models=["beta_vl"]).sites} == {FIXED}
+
+
+def test_cli_scan_versions_prints_a_release_by_model_table(tmp_path: Path, capsys, monkeypatch) -> None:
+    from ropefix import sources
+
+    old, new = make_tree(tmp_path / "old"), make_tree(tmp_path / "new")
+    engine.apply_tree(new, models=["alpha_vl"])
+    trees = {"1.0.0": old, "2.0.0": new}
+    monkeypatch.setattr(sources, "resolve", lambda spec, *a, **k: sorted(trees))
+    monkeypatch.setattr(sources, "release_tree", lambda v, *a, **k: trees[v])
+    assert main(["scan", "--versions", "1-latest"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["release", "alpha_vl", "beta_vl"]
+    assert lines[1].split() == ["1.0.0", "A4", "A2"] and lines[2].split() == ["2.0.0", "ok", "A2"]
+    assert main(["scan", "--versions", "1-latest", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert sorted(data) == ["1.0.0", "2.0.0"] and len(data["2.0.0"]["sites"]) == 7
