@@ -214,3 +214,19 @@ def test_envrun_verifies_only_default_models_the_release_has(tmp_path: Path, mon
     monkeypatch.setattr(ropefix.main, "main", lambda argv: seen.append(argv) or print("{}") or 0)
     assert envrun.main([str(tmp_path / "e.json")]) == 0
     assert seen == [["verify", "--json", "--models", "qwen2_vl"]]
+
+
+@pytest.mark.parametrize(
+    ("tail", "line"),
+    [
+        (
+            "ropefix: error: qwen2_5_vl not in transformers 4.45.2\nenvrun: verify printed no JSON (exit 1)\n",
+            "ropefix",
+        ),
+        ("Traceback (most recent call last):\n  File x\nModuleNotFoundError: No module named 'y'\n", "ModuleNotFound"),
+        ("Collecting a\nERROR: No matching distribution found for a==1\n", "ERROR: No matching"),
+        ("just some output\nlast words\n", "last words"),
+    ],
+)
+def test_error_line_picks_the_cause(tail: str, line: str) -> None:
+    assert runner._error_line(tail).startswith(line)

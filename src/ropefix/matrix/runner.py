@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import re
 import subprocess
 import time
 from dataclasses import dataclass
@@ -211,8 +212,11 @@ def interpret(
         return cell(Status.FIX_FAILED, f"{result_file.name}: {e}")
 
 
+_ERROR = re.compile(r"(\berror\s*:|^\w*(Error|Exception)\b)", re.IGNORECASE)
+
+
 def _error_line(text: str) -> str:
-    """The line that says what went wrong: pip's last ERROR line, else the last non-empty line."""
+    """The line that says what went wrong (pip's ``ERROR:``, ``ropefix: error:``, an exception), else the last."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith(("ERROR:", "error:")) or "Error" in line.split(":")[0]]
+    errors = [line for line in lines if _ERROR.search(line)]
     return (errors or lines or ["no output"])[-1][:300]
