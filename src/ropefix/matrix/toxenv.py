@@ -132,7 +132,7 @@ def render_block(sel: Selection, torches: list[str], quick_torch: str) -> str:
         f"    full = tf{{{tfs}}}-torch{{{tos}}}",
         "",
         f"[testenv:tf{{{tfs}}}-torch{{{tos}}}]",
-        "description = ropefix verify against transformers {env_name} (red unpatched, green patched)",
+        "description = ropefix verify on the pinned transformers and torch (red unpatched, green patched)",
         "package = wheel",
         "deps =",
     ]
