@@ -164,8 +164,13 @@ GUARD = st.sampled_from(["ifexp", "if-block", "none"])
 EXTRA_PARAMS = st.lists(st.sampled_from(["input_ids", "inputs_embeds", "attention_mask"]), unique=True, max_size=3)
 
 
-def variant(stored: str, guard: str, params: list[str], in_class: bool, comment: bool, blank: bool) -> str:
+def variant(
+    stored: str, guard: str, params: list[str], in_class: bool, comment: bool, blank: bool, naive: bool, wrap: bool
+) -> str:
     add = f"cache_position[0] + {stored}"
+    if wrap:
+        add = f"({add}).to(inputs_embeds.device)"
+    value = "rope_deltas.to(cache_position.device)" if naive else "rope_deltas"
     if guard == "ifexp":
         combine = f"delta = {add} if cache_position is not None else 0"
     elif guard == "if-block":
@@ -176,7 +181,7 @@ def variant(stored: str, guard: str, params: list[str], in_class: bool, comment:
         "if cache_position is None or " + stored + " is None:",
         "    rope_deltas = compute()",
         *(["    # keep them for decoding"] if comment else []),
-        f"    {stored} = rope_deltas",
+        f"    {stored} = {value}",
         "    return None",
         *([""] if blank else []),
         *combine.splitlines(),
@@ -189,12 +194,15 @@ def variant(stored: str, guard: str, params: list[str], in_class: bool, comment:
     return "\n".join(fn) + "\n"
 
 
-@given(STORED, GUARD, EXTRA_PARAMS, st.booleans(), st.booleans(), st.booleans())
-def test_apply_is_idempotent_on_generated_variants(stored, guard, params, in_class, comment, blank) -> None:
-    text = variant(stored, guard, params, in_class, comment, blank)
+@given(STORED, GUARD, EXTRA_PARAMS, st.booleans(), st.booleans(), st.booleans(), st.booleans(), st.booleans())
+def test_apply_is_idempotent_on_generated_variants(
+    stored, guard, params, in_class, comment, blank, naive, wrap
+) -> None:
+    text = variant(stored, guard, params, in_class, comment, blank, naive, wrap)
     rules = select(None)
     before = [(f.shape, f.status) for _, f in engine.rewrite(text, rules, fix=False).findings]
-    assert ("store-unaligned", AFFECTED) in before and ("combine-cache-position", AFFECTED) in before
+    store = "store-naive-to" if naive else "store-unaligned"
+    assert before == [(store, AFFECTED), ("combine-cache-position", AFFECTED)]
     once = engine.rewrite(text, rules, fix=True).text
     engine.check_text("variant.py", once, rules)  # compiles, nothing affected, every move guarded
     assert engine.rewrite(once, rules, fix=True).text == once
