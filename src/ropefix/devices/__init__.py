@@ -1,6 +1,6 @@
 """Simulated accelerators on the CPU: ``with simulate(n=2) as sim:`` and ``cuda:0``, ``cuda:1`` exist.
 
-Tensors carry a virtual device (kept on their storage, see ``mode``); all arithmetic runs on the
+Tensors carry a virtual device (kept on their storage, see ``storage``); all arithmetic runs on the
 CPU, so results are bit-identical to a plain CPU run, while mixing devices raises PyTorch's own
 errors. ``torch.cuda`` answers for the virtual devices (``cuda_api``), so accelerate's
 ``dispatch_model`` and ``infer_auto_device_map`` place models as they would on a real machine.
@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ropefix.devices.cuda_api import CudaFacade, patched
-from ropefix.devices.mode import ATTR, DeviceMode
+from ropefix.devices.mode import DeviceMode
+from ropefix.devices.storage import ATTR
 from ropefix.errors import RopefixError
 
 __all__ = ["Simulator", "simulate", "virtual_device"]
