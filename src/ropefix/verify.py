@@ -208,7 +208,7 @@ def judge(
     else:
         status = Status.NOT_AFFECTED
     notes = [f"patch not applied: {apply_error}"] if apply_error else []
-    notes += [f"fails on one plain device, unpatched: {k}: {v}" for k, v in sorted(before.baseline_errors.items())]
+    notes += [f"fails on one simulated device, unpatched (not compared): {k}: {v}" for k, v in sorted(before.baseline_errors.items())]
     examples = before.examples_run + (after.examples_run if after else 0)
     return ModelResult(model, out_rules, others, examples, status.value, broken, notes)
 
