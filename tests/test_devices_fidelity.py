@@ -86,8 +86,7 @@ def expect(step: Step, pool: list[Value]) -> tuple[str, str | None, Value | None
         return ("RuntimeError", msg, None) if msg else ("", None, a)
     if step.op == "cat":
         msg = _wrapper_expectation([("tensors", a), ("tensors", b)], "cat")
-        n = max(1, _numel(a.shape)) + max(1, _numel(b.shape))
-        return ("RuntimeError", msg, None) if msg else ("", None, Value(a.device, (n,)))
+        return ("RuntimeError", msg, None) if msg else ("", None, Value(a.device, (3,)))
     if step.op == "mm":
         msg = _wrapper_expectation([("self", a), ("mat2", b)], "mm")
         return ("RuntimeError", msg, None) if msg else ("", None, Value(a.device, (1, 1)))
@@ -117,7 +116,8 @@ def apply(step: Step, pool: list[torch.Tensor]) -> torch.Tensor:
     if step.op == "add_":
         return a.add_(b)
     if step.op == "cat":
-        return torch.cat([a.reshape(-1), b.reshape(-1)])
+        # shape (3,): every result stays broadcastable with the pool (shape errors are not the subject)
+        return torch.cat([a.reshape(-1)[:1], b.reshape(-1)[:1].expand(2)])
     if step.op == "mm":
         return torch.mm(a.reshape(1, -1)[:, :1], b.reshape(-1, 1)[:1])
     if step.op == "index":
