@@ -143,11 +143,19 @@ class RopeDeltasTransformer(RuleTransformer):
 
 
 def _hint(text: str) -> bool:
-    """Could this function hold a site? A store (``.rope_deltas =``) or a +/- next to the deltas."""
+    """Could this function hold a site? It may answer yes too often, never no for a site.
+
+    A store is ``.rope_deltas = <not None>``; an addition has the deltas on a line with a ``+``/``-``
+    that is not just the assignment to a local ``rope_deltas`` (that is the getter's own arithmetic).
+    """
     for ln in text.splitlines():
-        if "rope_deltas" in ln and (
-            ".rope_deltas =" in ln or " + " in ln or " - " in ln or ln.lstrip()[:1] in ("+", "-")
-        ):
+        s = ln.strip()
+        if "rope_deltas" not in s:
+            continue
+        if ".rope_deltas =" in s and not s.endswith("= None"):
+            return True
+        rhs = s.split(" = ", 1)[1] if " = " in s else s
+        if "rope_deltas" in rhs and (" + " in rhs or " - " in rhs or rhs[:1] in ("+", "-")):
             return True
     return False
 
