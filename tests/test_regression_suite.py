@@ -7,8 +7,6 @@ happens in a subprocess with the tree first on the path, as ``ropefix verify`` d
 
 from __future__ import annotations
 
-import re
-import shutil
 import sys
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from ropefix.status import Status
 
 # The release the red/green tests prove the fix on: found by running the reproducer over releases
 # (see the report in README's "Regression suite" section); tox's tests env pins it.
-RED_RELEASE = "4.57.6"
+RED_RELEASE = "4.49.0"
 MODELS = ["qwen2_vl", "qwen2_5_vl"]
 
 
@@ -42,11 +40,17 @@ needs_red = pytest.mark.skipif(
     [
         ("delta = cache_position[0] + self.rope_deltas", "forward", "rope-deltas"),
         ("delta = cache_position[0] + self.model.rope_deltas", "prepare_inputs_for_generation", "rope-deltas"),
-        ("vision_positions = position_ids + delta.expand_as(position_ids)", "prepare_inputs_for_generation",
-         "rope-deltas"),
+        (
+            "vision_positions = position_ids + delta.expand_as(position_ids)",
+            "prepare_inputs_for_generation",
+            "rope-deltas",
+        ),
         ("position_ids[..., i, attention_mask[i] == 1] = llm_positions", "get_rope_index", "rope-index-scatter"),
-        ("causal_mask = torch.arange(target_length) > cache_position.reshape(-1, 1)", "_update_causal_mask",
-         "causal-mask"),
+        (
+            "causal_mask = torch.arange(target_length) > cache_position.reshape(-1, 1)",
+            "_update_causal_mask",
+            "causal-mask",
+        ),
         ("x = a + b", "some_helper", "device-mismatch:some_helper"),
     ],
 )
@@ -69,10 +73,13 @@ def test_site_is_the_innermost_frame_inside_the_tree(tmp_path: Path) -> None:
 
 
 def _example() -> suite.Example:
-    return suite.Example("qwen2_vl", {"kind": "contiguous", "n_devices": 2, "input_device": "cuda:1",
-                                      "device_map": {"a": "cuda:0"}},
-                         {"kind": "text", "batch": 1, "length": 2, "pad": 0, "padding_side": "left",
-                          "grid": [1, 2, 2], "seed": 0}, "generate-greedy", {"max_new_tokens": 1})
+    return suite.Example(
+        "qwen2_vl",
+        {"kind": "contiguous", "n_devices": 2, "input_device": "cuda:1", "device_map": {"a": "cuda:0"}},
+        {"kind": "text", "batch": 1, "length": 2, "pad": 0, "padding_side": "left", "grid": [1, 2, 2], "seed": 0},
+        "generate-greedy",
+        {"max_new_tokens": 1},
+    )
 
 
 def _result(failures: list[tuple[str, str]], baseline: dict[str, str] | None = None) -> suite.SuiteResult:

@@ -40,13 +40,23 @@ def test_light_copy_shares_all_but_the_models_to_patch(tmp_path: Path) -> None:
 
 
 def _judged() -> verify.VerifyResult:
-    ex = Example("qwen2_vl", {"kind": "contiguous", "n_devices": 2, "input_device": "cpu",
-                              "device_map": {"visual": "cuda:0", "lm_head": "cuda:1"}},
-                 {"kind": "text", "batch": 1, "length": 2, "pad": 0, "padding_side": "left", "grid": [1, 2, 2],
-                  "seed": 0}, "generate-greedy", {"max_new_tokens": 2})
+    ex = Example(
+        "qwen2_vl",
+        {
+            "kind": "contiguous",
+            "n_devices": 2,
+            "input_device": "cpu",
+            "device_map": {"visual": "cuda:0", "lm_head": "cuda:1"},
+        },
+        {"kind": "text", "batch": 1, "length": 2, "pad": 0, "padding_side": "left", "grid": [1, 2, 2], "seed": 0},
+        "generate-greedy",
+        {"max_new_tokens": 2},
+    )
     before = SuiteResult("qwen2_vl", "4.49.0", "/x", "2.13.0", "ci", examples_run=30)
-    before.failures = [Failure("rope-deltas", "models/qwen2_vl/modeling_qwen2_vl.py:1724", "delta = ...", "err", ex),
-                       Failure("causal-mask", "models/qwen2_vl/modeling_qwen2_vl.py:1318", "mask = ...", "err", ex)]
+    before.failures = [
+        Failure("rope-deltas", "models/qwen2_vl/modeling_qwen2_vl.py:1724", "delta = ...", "err", ex),
+        Failure("causal-mask", "models/qwen2_vl/modeling_qwen2_vl.py:1318", "mask = ...", "err", ex),
+    ]
     after = SuiteResult("qwen2_vl", "4.49.0", "/y", "2.13.0", "ci", examples_run=20)
     m = verify.judge("qwen2_vl", ["rope-deltas"], {"rope-deltas": True}, before, after)
     return verify.VerifyResult("4.49.0", "2.13.0", verify.overall([m]).value, [m], 1.5, "/x", "ci")
@@ -71,8 +81,13 @@ def test_text_report_names_sites_examples_and_latent() -> None:
     assert "reproduced yes, fixed yes" in text
     assert "transformers/models/qwen2_vl/modeling_qwen2_vl.py:1724" in text
     assert "causal-mask" in text and "shrunk example" in text
-    latent = verify.judge("m", ["rope-deltas"], {"rope-deltas": True}, SuiteResult("m", "", "", "", "ci"),
-                          SuiteResult("m", "", "", "", "ci"))
+    latent = verify.judge(
+        "m",
+        ["rope-deltas"],
+        {"rope-deltas": True},
+        SuiteResult("m", "", "", "", "ci"),
+        SuiteResult("m", "", "", "", "ci"),
+    )
     assert latent.status == Status.LATENT.value
     r = verify.VerifyResult("x", "y", latent.status, [latent], 0.0)
     assert "latent" in verify.render(r)

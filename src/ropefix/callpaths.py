@@ -11,8 +11,9 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ropefix.tinymodels import KINDS, reset_state
 
@@ -51,7 +52,9 @@ def _greedy(model: Any, inputs: dict[str, Any], shape: Shape) -> Any:
 
 def _beams(model: Any, inputs: dict[str, Any], shape: Shape) -> Any:
     r = min(shape.num_return_sequences, shape.num_beams)
-    return model.generate(**inputs, **_gen_kwargs(model, shape), num_beams=shape.num_beams, num_return_sequences=r).cpu()
+    return model.generate(
+        **inputs, **_gen_kwargs(model, shape), num_beams=shape.num_beams, num_return_sequences=r
+    ).cpu()
 
 
 def _decode_loop(model: Any, inputs: dict[str, Any], shape: Shape) -> Any:
@@ -122,11 +125,7 @@ def call(path: str | CallPath, model: Any, inputs: dict[str, Any], shape: Shape)
     """Run one call path from a clean state (no rope_deltas kept from an earlier call)."""
     import torch
 
-    p = PATHS[path] if isinstance(path, str) else p_check(path)
+    p = PATHS[path] if isinstance(path, str) else path
     reset_state(model)
     with torch.no_grad():
         return p.run(model, inputs, shape)
-
-
-def p_check(path: CallPath) -> CallPath:
-    return path

@@ -14,8 +14,9 @@ Inputs may sit on ``cpu`` or on any device, as callers pass them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 KINDS = ("contiguous", "vision-apart", "ends-apart", "scattered")
 TOWER_WORDS = ("visual", "vision_tower", "vision_model", "audio_tower", "audio_model")

@@ -26,14 +26,17 @@ import sys
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from ropefix import callpaths, layouts, tinymodels
 from ropefix.callpaths import Shape
 from ropefix.tinymodels import Prompt
 
 # PyTorch's device-mismatch texts: operands (RuntimeError) and advanced-indexing indices (IndexError)
-DEVICE_ERRORS = ("Expected all tensors to be on the same device", "indices should be either on cpu or on the same device")
+DEVICE_ERRORS = (
+    "Expected all tensors to be on the same device",
+    "indices should be either on cpu or on the same device",
+)
 # max_examples per profile, as tests/conftest.py registers them for pytest
 PROFILES = {"ci": 25, "dev": 60, "deep": 1000}
 MAX_ROUNDS = 6  # searches after which remaining new sites are left for a deeper profile
@@ -82,7 +85,7 @@ class SuiteResult:
         return asdict(self)
 
     @staticmethod
-    def from_json(d: dict[str, Any]) -> "SuiteResult":
+    def from_json(d: dict[str, Any]) -> SuiteResult:
         fails = [Failure(**{**f, "example": Example(**f["example"])}) for f in d.get("failures", [])]
         return SuiteResult(**{**d, "failures": fails})
 
@@ -182,9 +185,7 @@ class Runner:
         import torch
 
         self.examples_run += 1
-        example = Example(
-            str(self.tiny.family.name), layout.to_json(), {**asdict(prompt)}, path, asdict(shape)
-        )
+        example = Example(str(self.tiny.family.name), layout.to_json(), {**asdict(prompt)}, path, asdict(shape))
         base = self.baseline(prompt, path, shape)
         if isinstance(base, Exception):
             return None  # recorded in baseline_errors; nothing to compare against
@@ -293,12 +294,6 @@ def _progress(msg: str) -> None:
     from ropefix import ui
 
     ui.info(msg)
-
-
-def families() -> Iterator[str]:
-    found, _ = tinymodels.discover()
-    for f in found:
-        yield f.name
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -257,7 +257,7 @@ def _fill_token_ids(cfg: Any, fam: Family) -> None:
 def _token_values(cfg: Any) -> list[int]:
     out = []
     for holder in (cfg, getattr(cfg, "text_config", None), getattr(cfg, "vision_config", None)):
-        for k, v in (vars(holder).items() if holder is not None else ()):
+        for k, v in vars(holder).items() if holder is not None else ():
             if (k.endswith("_token_id") or k.endswith("_token_index")) and isinstance(v, int):
                 out.append(v)
     return out
@@ -273,7 +273,7 @@ def _get(cfg: Any, *names: str) -> Any:
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _build_cached(fam: Family, seed: int) -> TinyModel:
     import torch
 

@@ -26,8 +26,14 @@ from ropefix.suite import PROFILES, Failure, SuiteResult
 
 DEFAULT_MODELS = ("qwen2_vl", "qwen2_5_vl")
 # worst first: the run's status is the worst of its models'
-ORDER = [Status.FIX_FAILED, Status.REPRODUCED_OTHER_HAZARDS, Status.REPRODUCED_FIXED, Status.LATENT,
-         Status.NOT_AFFECTED, Status.SKIPPED]
+ORDER = [
+    Status.FIX_FAILED,
+    Status.REPRODUCED_OTHER_HAZARDS,
+    Status.REPRODUCED_FIXED,
+    Status.LATENT,
+    Status.NOT_AFFECTED,
+    Status.SKIPPED,
+]
 
 
 @dataclass
@@ -74,7 +80,9 @@ def package_of(path: Path | None) -> Path:
     if path is None:
         spec = importlib.util.find_spec("transformers")
         if spec is None or not spec.origin:
-            raise RopefixError("No transformers is importable here. Install one, or pass a tree: `ropefix verify PATH`.")
+            raise RopefixError(
+                "No transformers is importable here. Install one, or pass a tree: `ropefix verify PATH`."
+            )
         return Path(spec.origin).parent
     from ropefix.engine import package_dir
 
@@ -82,7 +90,7 @@ def package_of(path: Path | None) -> Path:
 
 
 def version_of(pkg: Path) -> str:
-    m = re.search(r'^__version__\s*=\s*["\']([^"\']+)', (pkg / "__init__.py").read_text(), re.M)
+    m = re.search(r'^__version__\s*=\s*["\']([^"\']+)', (pkg / "__init__.py").read_text(), re.MULTILINE)
     return m.group(1) if m else "unknown"
 
 
@@ -150,8 +158,14 @@ def patched_copy(pkg: Path, models: list[str], dest: Path) -> tuple[Path, Any]:
 
 
 def _finding(f: Failure, tree: str) -> dict[str, Any]:
-    return {"hazard": f.hazard, "site": f"transformers/{f.site}", "example": f.example.describe(), "tree": tree,
-            "error": f.error, "code": f.code}
+    return {
+        "hazard": f.hazard,
+        "site": f"transformers/{f.site}",
+        "example": f.example.describe(),
+        "tree": tree,
+        "error": f.error,
+        "code": f.code,
+    }
 
 
 def judge(
@@ -208,7 +222,10 @@ def judge(
     else:
         status = Status.NOT_AFFECTED
     notes = [f"patch not applied: {apply_error}"] if apply_error else []
-    notes += [f"fails on one simulated device, unpatched (not compared): {k}: {v}" for k, v in sorted(before.baseline_errors.items())]
+    notes += [
+        f"fails on one simulated device, unpatched (not compared): {k}: {v}"
+        for k, v in sorted(before.baseline_errors.items())
+    ]
     examples = before.examples_run + (after.examples_run if after else 0)
     return ModelResult(model, out_rules, others, examples, status.value, broken, notes)
 
@@ -246,8 +263,10 @@ def verify(
     rules = list(REGISTRY)
     ui.info(f"verify: transformers {version_of(pkg)} at {pkg}; models {', '.join(chosen)}; profile {profile}")
     scan = scan_tree(pkg, models=chosen)
-    present = {m: {r: any(s.model == m and s.rule == r and s.status == "affected" for s in scan.sites) for r in rules}
-               for m in chosen}
+    present = {
+        m: {r: any(s.model == m and s.rule == r and s.status == "affected" for s in scan.sites) for r in rules}
+        for m in chosen
+    }
     ui.info("verify: [1/3] reproducer on the unpatched tree")
     before = {r["model"]: r for r in run_suite(pkg, chosen, profile, max_examples)}
     with tempfile.TemporaryDirectory(prefix="ropefix-verify-") as tmp:
@@ -274,8 +293,13 @@ def verify(
         sa = SuiteResult.from_json(a) if a and "error" not in a else None
         results.append(judge(m, rules, present[m], sb, sa, apply_error))
     return VerifyResult(
-        version_of(pkg), torch_version, overall(results).value, results, round(time.monotonic() - start, 2),
-        str(pkg), profile,
+        version_of(pkg),
+        torch_version,
+        overall(results).value,
+        results,
+        round(time.monotonic() - start, 2),
+        str(pkg),
+        profile,
     )
 
 
@@ -287,13 +311,17 @@ def _yn(v: bool | None) -> str:
 
 
 def render(r: VerifyResult) -> str:
-    lines = [f"transformers {r.transformers} (torch {r.torch}) at {r.tree}: {r.status} ({r.duration_s:.0f}s, "
-             f"profile {r.profile})"]
+    lines = [
+        f"transformers {r.transformers} (torch {r.torch}) at {r.tree}: {r.status} ({r.duration_s:.0f}s, "
+        f"profile {r.profile})"
+    ]
     for m in r.models:
         lines.append(f"\n{m.model}: {m.status}, {m.examples_run} examples run")
         for rr in m.rules:
-            lines.append(f"  rule {rr.rule}: pattern present {_yn(rr.pattern_present)}, reproduced "
-                         f"{_yn(rr.reproduced)}, fixed {_yn(rr.fixed)}")
+            lines.append(
+                f"  rule {rr.rule}: pattern present {_yn(rr.pattern_present)}, reproduced "
+                f"{_yn(rr.reproduced)}, fixed {_yn(rr.fixed)}"
+            )
             if rr.reproduced:
                 lines.append(f"    at {rr.failure_site}")
                 lines.append(f"    shrunk example: {rr.example}")

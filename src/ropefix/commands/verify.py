@@ -14,8 +14,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "verify",
         help="reproduce the bug on simulated devices, fix a copy, and prove the copy (per model and rule)",
     )
-    p.add_argument("path", nargs="?", type=Path, help="a transformers checkout or package folder (default: the importable one)")
-    p.add_argument("--models", nargs="+", metavar="MODEL", help="model folders to verify (default: qwen2_vl qwen2_5_vl)")
+    p.add_argument(
+        "path", nargs="?", type=Path, help="a transformers checkout or package folder (default: the importable one)"
+    )
+    p.add_argument(
+        "--models", nargs="+", metavar="MODEL", help="model folders to verify (default: qwen2_vl qwen2_5_vl)"
+    )
     p.add_argument("--profile", choices=sorted(PROFILES), default="ci", help="search depth (default: ci)")
     p.add_argument("--max-examples", type=int, help="override the profile's examples per search round")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
