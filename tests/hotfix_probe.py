@@ -7,6 +7,8 @@ hotfix, with ``hotfix(model)``, and with ``hotfix_class``. Prints one JSON objec
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 import sys
 import traceback
@@ -59,9 +61,14 @@ def decode_step(fam: str, fix: str) -> str:
 def main(fam: str) -> None:
     import transformers
 
-    cls = getattr(__import__(tinymodels.family(fam).module, fromlist=["x"]), tinymodels.family(fam).model_class)
+    from ropefix import engine, rules
+
+    module = importlib.import_module(tinymodels.family(fam).module)
+    cls = getattr(module, tinymodels.family(fam).model_class)
+    findings = engine.rewrite(inspect.getsource(module), rules.select(None), fix=False).findings
     result = {
         "version": transformers.__version__,
+        "scan_affected": any(f.status == rules.AFFECTED for _, f in findings),
         "hazardous": hf.is_hazardous(cls),
         "patched": hf.hotfix(tinymodels.fresh(fam).model).patched,
         **{fix: decode_step(fam, fix) for fix in ("none", "instance", "class", "none-again")},
