@@ -34,18 +34,6 @@ def dotted(node: cst.BaseExpression) -> str | None:
     return None
 
 
-def names_in(node: cst.CSTNode) -> set[str]:
-    """Every bare name used anywhere under ``node``."""
-    found: set[str] = set()
-
-    class _Names(cst.CSTVisitor):
-        def visit_Name(self, n: cst.Name) -> None:
-            found.add(n.value)
-
-    node.visit(_Names())
-    return found
-
-
 def is_none(node: cst.BaseExpression) -> bool:
     return isinstance(node, cst.Name) and node.value == "None"
 

@@ -54,6 +54,23 @@ class RopeDeltasTransformer(RuleTransformer):
         # moves onto cache_position's device, by node identity: True when cache_position is
         # certainly not None there (the safety check), False for the naive one-liner.
         self.moves: dict[int, bool] = {}
+        # functions (by identity) that use the name cache_position anywhere, and stores in functions
+        # without that parameter, judged when their function is left (walking each function again
+        # per store cost more than the whole scan).
+        self.mentions: set[int] = set()
+        self.pending: dict[int, list[cst.Assign]] = {}
+
+    def visit_Name(self, node: cst.Name) -> None:
+        if node.value == CP:
+            self.mentions.update(id(n) for n in self.stack if isinstance(n, cst.FunctionDef))
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef, updated_node: cst.FunctionDef) -> cst.FunctionDef:
+        for store in self.pending.pop(id(original_node), []):
+            if id(original_node) in self.mentions:
+                self.report(store, "store-cache-position-local", UNKNOWN)
+            else:
+                self.report(store, "store-without-cache-position", FIXED)
+        return updated_node
 
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.BaseExpression:
         if c.is_to_device_of(original_node, CP) and _deltas_of(original_node) is not None:
@@ -84,10 +101,11 @@ class RopeDeltasTransformer(RuleTransformer):
         if target is None or not target.endswith(".rope_deltas") or c.is_none(value):
             return updated_node
         fn = self.function()
-        if fn is None or CP not in c.params(fn):
-            status = UNKNOWN if fn is not None and CP in c.names_in(fn) else FIXED
-            shape = "store-cache-position-local" if status == UNKNOWN else "store-without-cache-position"
-            self.report(original_node, shape, status)
+        if fn is None:
+            self.report(original_node, "store-without-cache-position", FIXED)
+            return updated_node
+        if CP not in c.params(fn):
+            self.pending.setdefault(id(fn), []).append(original_node)
             return updated_node
         moves = self._moves_under(value)
         if moves and all(moves):
