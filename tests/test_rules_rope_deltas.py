@@ -29,6 +29,8 @@ EXPECTED = {
         (17, "combine-int-offset", FIXED),
         (18, "combine-cache-position", AFFECTED),
     ],
+    # cache_position is a local here, not a parameter: the store is shown, not guessed at
+    "local_cache_position.py": [(7, "store-cache-position-local", UNKNOWN), (8, "combine-cache-position", AFFECTED)],
     "without_cache_position.py": [(10, "store-without-cache-position", FIXED), (12, "combine-other", UNKNOWN)],
     "naive_one_liner.py": [
         (8, "store-naive-to", AFFECTED),
