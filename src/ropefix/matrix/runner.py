@@ -90,7 +90,8 @@ def run(p: Plan, opts: RunOptions) -> Matrix:
     n = len(p.specs)
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, opts.parallel)) as pool:
         futures = {pool.submit(run_env, spec, opts): spec for spec in p.specs}
-        ui.info(f"matrix: {n} envs, {max(1, opts.parallel)} at a time")
+        if n:
+            ui.info(f"matrix: {n} envs, {max(1, opts.parallel)} at a time")
         for i, fut in enumerate(concurrent.futures.as_completed(futures), 1):
             spec = futures[fut]
             cell = fut.result()
