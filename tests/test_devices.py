@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ropefix.devices import simulate, virtual_device
+from ropefix.devices import rules, simulate, virtual_device
 from ropefix.errors import RopefixError
 
 CUDA0, CUDA1, CPU = torch.device("cuda", 0), torch.device("cuda", 1), torch.device("cpu")
@@ -19,6 +19,11 @@ def mixed(a: object, b: object) -> str:
 
 
 def wrapper(arg: str, dev: object, common: object, method: str) -> str:
+    if not rules.NEW_WRAPPER_WORDING:  # torch < 2.8
+        return (
+            f"Expected all tensors to be on the same device, but found at least two devices, {common} and {dev}! "
+            f"(when checking argument for argument {arg} in method wrapper_CUDA_{method})"
+        )
     return (
         f"Expected all tensors to be on the same device, but got {arg} is on {dev}, different from other "
         f"tensors on {common} (when checking argument in method wrapper_CUDA_{method})"
@@ -358,3 +363,12 @@ def test_threads_started_inside_run_in_the_simulation() -> None:
         worker.join()
     assert seen == [CUDA1]
     assert threading.Thread.run is original_run
+
+
+def test_older_torch_wording_of_wrapper_checks() -> None:
+    devices = [("self", CUDA0), ("mat2", CPU)]
+    assert rules.wrapper_error("wrapper_CUDA_mm", devices, new_wording=False) == (
+        "Expected all tensors to be on the same device, but found at least two devices, cuda:0 and cpu! "
+        "(when checking argument for argument mat2 in method wrapper_CUDA_mm)"
+    )
+    assert rules.wrapper_error("wrapper_CUDA_mm", devices[:1] * 2, new_wording=False) is None

@@ -41,6 +41,7 @@ class Step:
     op: str
     operands: tuple[int, ...]  # indices into the pool, taken modulo its size
     device: str = "cpu"  # for "to"
+    copy: bool = False  # for "to": the one-device reference copies where the device run moves
 
 
 def _broadcast(*shapes: tuple[int, ...]) -> tuple[int, ...]:
@@ -124,7 +125,7 @@ def apply(step: Step, pool: list[torch.Tensor]) -> torch.Tensor:
         return a.reshape(-1)[b.reshape(-1)[:1].long().clamp(0, 0)]
     if step.op == "copy_":
         return a.copy_(b.float())
-    return a.to(step.device)
+    return a.to(step.device, copy=step.copy)
 
 
 def start_values(placements: list[tuple[str, tuple[int, ...]]]) -> list[torch.Tensor]:
@@ -180,9 +181,12 @@ def _valid(step: Step, pool: list[Value]) -> bool:
 def test_simulator_raises_exactly_where_pytorch_rules_say(placements, steps) -> None:
     pool = [Value(d, s) for d, s in placements]
     expected: list[tuple] = []
+    reference: list[Step] = []  # the same program on one device; a move there is a copy
     for step in steps:
         if not _valid(step, pool):
             break
+        moves = step.op == "to" and pool[step.operands[0] % len(pool)].device != step.device
+        reference.append(Step(step.op, step.operands, "cpu", copy=moves))
         kind, msg, result = expect(step, pool)
         if kind:
             expected.append((kind, msg))
@@ -193,7 +197,7 @@ def test_simulator_raises_exactly_where_pytorch_rules_say(placements, steps) -> 
     with simulate(2):
         got = run(placements, steps)
     # the same program on one device: the values every simulated step must reproduce bit for bit
-    cpu = run([("cpu", s) for _, s in placements], [Step(s.op, s.operands, "cpu") for s in steps])
+    cpu = run([("cpu", s) for _, s in placements], reference)
     assert len(got) == len(expected)
     for g, e, c in zip(got, expected, cpu):
         if isinstance(e, tuple):

@@ -9,7 +9,9 @@ Three families of checks exist in PyTorch, each with its own text (read from tor
 * generated wrappers of non-element-wise kernels (mm, addmm, bmm, index_select, gather, cat):
   the first tensor argument fixes the device, no 0-dim exemption. Text: ``Expected all tensors
   to be on the same device, but got {arg} is on {other}, different from other tensors on
-  {common} (when checking argument in method {wrapper})``.
+  {common} (when checking argument in method {wrapper})``; releases before 2.8 (our best
+  reading of when the wording changed) said ``..., but found at least two devices, {common}
+  and {other}! (when checking argument for argument {arg} in method {wrapper})``.
 * advanced indexing: index tensors may be on cpu or on the indexed tensor's device
   (``IndexError``), and ``Tensor.numpy()`` refuses non-cpu tensors (``TypeError``).
 """
@@ -19,8 +21,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import torch
+from packaging.version import Version
 
 CPU = torch.device("cpu")
+# torch 2.13's binary holds the "but got ... different from other tensors on" wording
+NEW_WRAPPER_WORDING = Version(torch.__version__.split("+")[0]).release[:2] >= (2, 8)
 
 
 def elementwise_error(operands: Sequence[tuple[torch.device, int, bool]]) -> str | None:
@@ -42,13 +47,20 @@ def elementwise_error(operands: Sequence[tuple[torch.device, int, bool]]) -> str
     return None
 
 
-def wrapper_error(method: str, arguments: Iterable[tuple[str, torch.device]]) -> str | None:
+def wrapper_error(
+    method: str, arguments: Iterable[tuple[str, torch.device]], new_wording: bool = NEW_WRAPPER_WORDING
+) -> str | None:
     """The message a generated device check raises for (argument name, device) pairs in order."""
     common: torch.device | None = None
     for name, dev in arguments:
         if common is None:
             common = dev
         elif dev != common:
+            if not new_wording:
+                return (
+                    f"Expected all tensors to be on the same device, but found at least two devices, {common} and "
+                    f"{dev}! (when checking argument for argument {name} in method {method})"
+                )
             return (
                 f"Expected all tensors to be on the same device, but got {name} is on {dev}, "
                 f"different from other tensors on {common} (when checking argument in method {method})"
