@@ -130,8 +130,8 @@ def run_job(
             )
         result.verify = data
         (out / "verify.json").write_text(json.dumps(data, indent=1))
-        per_model = ", ".join(f"{m['model']}: {m['status']}" for m in data["models"])
-        return data["status"], per_model
+        (out / "evidence.md").write_text(evidence_table(data))
+        return data["status"], "; ".join(_model_line(m) for m in data["models"])
 
     _timed(result, "verify", verify)
 
@@ -139,7 +139,8 @@ def run_job(
         from ropefix import pr
 
         history = _history_repo(store)
-        evidence = out / "matrix.md" if (out / "matrix.md").exists() else Path("out/matrix.md")
+        matrix = Path("out/matrix.md")  # the matrix's table when it was run; else this run's verify
+        evidence = matrix if matrix.exists() else out / "evidence.md"
         made = pr.make_pr(
             f"v{version}", repo=str(history), out=out / "pr", store=store, python=tree.get("python"), evidence=evidence
         )
@@ -165,3 +166,37 @@ def _installed_transformers() -> str | None:
         return md.version("transformers")
     except md.PackageNotFoundError:
         return None
+
+
+def _model_line(m: dict[str, Any]) -> str:
+    parts = []
+    for r in m["rules"]:
+        red = "red" if r["reproduced"] else "latent" if r["pattern_present"] else "absent"
+        green = {True: "green", False: "still red", None: "n/a"}[r["fixed"]]
+        parts.append(f"{r['rule']} {red}->{green}")
+    others = sorted({o["hazard"] for o in m["other_findings"]})
+    if others:
+        parts.append(f"other hazards (no rule yet): {', '.join(others)}")
+    return f"{m['model']}: " + ", ".join(parts or [m["status"]])
+
+
+def evidence_table(data: dict[str, Any]) -> str:
+    """verify's verdict as the Markdown table PR_BODY.md shows when no matrix was run."""
+    rows = [
+        "| transformers | torch | model | rule | unpatched | patched | failing site |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for m in data["models"]:
+        for r in m["rules"]:
+            red = "reproduced" if r["reproduced"] else "latent" if r["pattern_present"] else "absent"
+            green = {True: "passes", False: "fails", None: "n/a"}[r["fixed"]]
+            site = f"`{r['failure_site']}`" if r["failure_site"] else ""
+            rows.append(
+                f"| {data['transformers']} | {data['torch']} | {m['model']} | {r['rule']} | {red} | {green} | {site} |"
+            )
+        for o in m["other_findings"]:
+            rows.append(
+                f"| {data['transformers']} | {data['torch']} | {m['model']} | ({o['hazard']}, no rule) | "
+                f"reproduced | {'fails' if o['tree'] == 'patched' else 'n/a'} | `{o['site']}` |"
+            )
+    return "\n".join(rows) + "\n"
