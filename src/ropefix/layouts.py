@@ -76,7 +76,7 @@ def units(model: Any) -> Units:
         raise ValueError(f"{type(model).__name__}: no decoder layer stack found")
     _, stack = max(stacks)
     layer_units = [f"{stack}.{i}" for i in range(len(named[stack]))]
-    towers = [n for n, m in named.items() if n and _is_tower(n) and not _in_tower(n.rsplit(".", 1)[0])]
+    towers = [n for n in named if n and _is_tower(n) and not _in_tower(_parent(n))]
     anchors = set(layer_units) | set(towers)
 
     out: list[str] = []
@@ -100,6 +100,10 @@ def units(model: Any) -> Units:
     embeddings = tuple(u for u in out if u == by_id.get(id(emb)))
     head = tuple(u for u in out if out_emb is not None and u == by_id.get(id(out_emb)))
     return Units(tuple(out), tuple(towers), tuple(layer_units), embeddings, head)
+
+
+def _parent(name: str) -> str:
+    return name.rsplit(".", 1)[0] if "." in name else ""
 
 
 def _is_tower(name: str) -> bool:
