@@ -2,12 +2,13 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/simulator.py [--repeats 7] [--tokens 16] [--profile 25]
 
-Prints the best (min) seconds per generate over the repeats, which is robust to other load on
-the machine, and the median, for: plain CPU; the simulator with the whole model on
-cuda:0 (the simulator's own cost); a 2-way split placed by accelerate's dispatch_model (what the
-regression suite runs: simulator plus accelerate's hooks); and accelerate's hooks alone (the
-same split with both halves on the CPU). All three are measured in one run, interleaved, and
-reported as ratios to plain. Then a cProfile of the simulated split, top entries by own time.
+Prints the best (min, robust to other load on the machine; the ratios use it) and the median
+seconds per generate for: plain CPU; a TorchFunctionMode that does nothing (the floor any
+mode-based simulator pays: torch routes every call through Python); the simulator with the
+whole model on cuda:0 (the simulator's own cost); a 2-way split placed by accelerate's
+dispatch_model (what the regression suite runs: simulator plus accelerate's hooks); and
+accelerate's hooks alone (the same split's hooks with every block on the CPU). All are measured
+in one run, interleaved. Then a cProfile of the simulated split, top entries by own time.
 Requirement: split / plain <= 3 (aim 2).
 """
 
@@ -24,6 +25,7 @@ from collections.abc import Callable
 import accelerate
 import torch
 from accelerate.hooks import AlignDevicesHook, add_hook_to_module
+from torch.overrides import TorchFunctionMode
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from ropefix.devices import simulate
@@ -60,6 +62,13 @@ def hooked_on_cpu(model: Qwen2ForCausalLM) -> Qwen2ForCausalLM:
     return model
 
 
+class EmptyMode(TorchFunctionMode):
+    """The floor: what any TorchFunctionMode costs before it does anything."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
 def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
@@ -78,7 +87,13 @@ def main() -> None:
     gen = {"max_new_tokens": args.tokens, "min_new_tokens": args.tokens, "do_sample": False}
     plain = tiny_model()
     hooked = hooked_on_cpu(tiny_model())
-    times: dict[str, list[float]] = {"plain": [], "sim 1 device": [], "sim 2-way split": [], "hooks, no sim": []}
+    times: dict[str, list[float]] = {
+        "plain": [],
+        "empty mode": [],
+        "sim 1 device": [],
+        "sim 2-way split": [],
+        "hooks, no sim": [],
+    }
     with torch.inference_mode():
         reference = plain.generate(ids, **gen)
         with simulate(2):
@@ -90,6 +105,8 @@ def main() -> None:
         for _ in range(args.repeats):
             times["plain"].append(timed(lambda: plain.generate(ids, **gen)))
             times["hooks, no sim"].append(timed(lambda: hooked.generate(ids, **gen)))
+            with EmptyMode():
+                times["empty mode"].append(timed(lambda: plain.generate(ids, **gen)))
             with simulate(2):
                 times["sim 1 device"].append(timed(lambda: one.generate(on0, **gen)))
                 times["sim 2-way split"].append(timed(lambda: split.generate(on0, **gen)))
