@@ -372,3 +372,20 @@ def test_older_torch_wording_of_wrapper_checks() -> None:
         "(when checking argument for argument mat2 in method wrapper_CUDA_mm)"
     )
     assert rules.wrapper_error("wrapper_CUDA_mm", devices[:1] * 2, new_wording=False) is None
+
+
+def test_seeds_streams_and_events_work_as_on_a_gpu_box(sim) -> None:
+    import transformers
+
+    transformers.set_seed(0)  # seeds torch.cuda too
+    torch.cuda.manual_seed(1)
+    assert torch.cuda.get_rng_state().dtype == torch.uint8
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        x = torch.ones(2, device="cuda:0")
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    end.record(torch.cuda.current_stream())
+    end.synchronize()
+    stream.wait_stream(torch.cuda.current_stream())
+    assert start.elapsed_time(end) >= 0 and x.device == CUDA0

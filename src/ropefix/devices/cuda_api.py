@@ -9,6 +9,7 @@ happens inside.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections import namedtuple
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,6 +20,53 @@ import torch
 DeviceProperties = namedtuple(
     "DeviceProperties", "name total_memory major minor multi_processor_count is_integrated gcnArchName"
 )
+
+
+class Stream:
+    """A stream on a simulated device: work is synchronous on the CPU, so there is nothing to wait for."""
+
+    def __init__(self, device: Any = None, priority: int = 0, **kwargs: Any) -> None:
+        self.device = device
+        self.priority = priority
+
+    def synchronize(self) -> None:
+        pass
+
+    def wait_stream(self, stream: Stream) -> None:
+        pass
+
+    def wait_event(self, event: Event) -> None:
+        pass
+
+    def record_event(self, event: Event | None = None) -> Event:
+        return event or Event()
+
+    def query(self) -> bool:
+        return True
+
+
+class Event:
+    """An event on a simulated device; ``elapsed_time`` measures the host's clock."""
+
+    def __init__(self, enable_timing: bool = False, blocking: bool = False, interprocess: bool = False) -> None:
+        self.at: float | None = None
+
+    def record(self, stream: Stream | None = None) -> None:
+        self.at = time.perf_counter()
+
+    def synchronize(self) -> None:
+        pass
+
+    def wait(self, stream: Stream | None = None) -> None:
+        pass
+
+    def query(self) -> bool:
+        return True
+
+    def elapsed_time(self, end: Event) -> float:
+        if self.at is None or end.at is None:
+            raise RuntimeError("Both events must be recorded before calculating elapsed time.")
+        return (end.at - self.at) * 1000.0
 
 
 class CudaFacade:
@@ -91,6 +139,18 @@ class CudaFacade:
             "empty_cache": lambda: None,
             "reset_peak_memory_stats": check,
             "ipc_collect": lambda: None,
+            # randomness comes from the CPU generator; per-device generators do not exist here
+            "manual_seed": lambda seed: None,
+            "manual_seed_all": lambda seed: None,
+            "seed": lambda: None,
+            "seed_all": lambda: None,
+            "get_rng_state": lambda dev="cuda": torch.get_rng_state(),
+            "set_rng_state": lambda state, dev="cuda": None,
+            "Stream": Stream,
+            "Event": Event,
+            "current_stream": lambda dev=None: Stream(facade._index(dev)),
+            "default_stream": lambda dev=None: Stream(facade._index(dev)),
+            "stream": lambda s=None: contextlib.nullcontext(s),
         }
 
 
