@@ -121,7 +121,8 @@ class CudaFacade:
 
         return {
             "is_available": lambda: True,
-            "is_initialized": lambda: True,
+            # False: torch.cuda._lazy_call then queues its callbacks (real CUDA calls) instead of running them
+            "is_initialized": lambda: False,
             "device_count": lambda: facade.n,
             "current_device": lambda: facade.current,
             "set_device": set_device,
