@@ -389,3 +389,19 @@ def test_seeds_streams_and_events_work_as_on_a_gpu_box(sim) -> None:
     end.synchronize()
     stream.wait_stream(torch.cuda.current_stream())
     assert start.elapsed_time(end) >= 0 and x.device == CUDA0
+
+
+def test_convolutions_compare_tensor_types_first(sim) -> None:
+    conv = torch.nn.Conv2d(1, 1, 1).to("cuda:0")
+    with pytest.raises(RuntimeError) as e:
+        conv(torch.ones(1, 1, 2, 2))
+    assert str(e.value) == (
+        "Input type (torch.FloatTensor) and weight type (torch.cuda.FloatTensor) should be the same "
+        "or input should be a MKLDNN tensor and weight is a dense tensor"
+    )
+    with pytest.raises(RuntimeError) as e:
+        conv.cpu()(torch.ones(1, 1, 2, 2, device="cuda:0"))
+    assert str(e.value) == "Input type (torch.cuda.FloatTensor) and weight type (torch.FloatTensor) should be the same"
+    with pytest.raises(RuntimeError, match="found at least two devices"):
+        conv.to("cuda:1")(torch.ones(1, 1, 2, 2, device="cuda:0"))
+    assert conv(torch.ones(1, 1, 2, 2, device="cuda:1")).device == CUDA1

@@ -111,6 +111,9 @@ class Calls:
                 torch.stack: self._cat,  # stack is unsqueeze + cat: cat's check and text
                 torch.nn.functional.embedding: self._embedding,
                 torch.nn.functional.linear: self._linear,
+                torch.nn.functional.conv1d: self._conv,
+                torch.nn.functional.conv2d: self._conv,
+                torch.nn.functional.conv3d: self._conv,
                 torch.matmul: self._matmul,
                 Tensor.matmul: self._matmul,
                 Tensor.__matmul__: self._matmul,
@@ -235,6 +238,26 @@ class Calls:
             return self.op(func, args, kwargs)  # dot / mv: element-wise rule, approximate text
         method = "bmm" if b.dim() >= 3 else "mm"
         return self.checked(func, args, kwargs, self.wrapper + method, [("self", a), ("mat2", b)])
+
+    def _conv(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        # convolutions compare tensor *types* (backend and dtype) before any device check
+        x = args[0] if args else kwargs["input"]
+        w = args[1] if len(args) > 1 else kwargs["weight"]
+        b = args[2] if len(args) > 2 else kwargs.get("bias")
+        dx, dw = device_of(x), device_of(w)
+        db = device_of(b) if isinstance(b, Tensor) else dx
+        if dx.type != dw.type or dx.type != db.type:
+            other, name, od = (w, "weight", dw) if dx.type != dw.type else (b, "bias", db)
+            tail = " or input should be a MKLDNN tensor and weight is a dense tensor" if dx.type == "cpu" else ""
+            raise RuntimeError(
+                f"Input type ({self._type_name(x, dx)}) and {name} type ({self._type_name(other, od)}) "
+                f"should be the same{tail}"
+            )
+        return self.op(func, args, kwargs)  # same backend, other index: the generic rule and text
+
+    def _type_name(self, t: Tensor, dev: torch.device) -> str:
+        name = Tensor.type(t)  # the real (cpu) name: torch.FloatTensor
+        return f"torch.{self.kind}.{name[len('torch.') :]}" if dev.type == self.kind else name
 
     # ---- indexing, host values, display, gradients ---------------------------------------------
 
