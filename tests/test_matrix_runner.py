@@ -230,3 +230,13 @@ def test_envrun_verifies_only_default_models_the_release_has(tmp_path: Path, mon
 )
 def test_error_line_picks_the_cause(tail: str, line: str) -> None:
     assert runner._error_line(tail).startswith(line)
+
+
+def test_a_result_verify_skipped_says_why_and_keeps_the_pinned_torch() -> None:
+    from ropefix.matrix.model import cell_from_result
+
+    result = verify_json(Status.SKIPPED, "4.45.2", "unknown")
+    result["models"][0].update(status="skipped", rules=[], notes=["not built: no tiny model for 'qwen2_vl'"])
+    cell = cell_from_result(EnvSpec("tf445-torch213", "4.45.2", "2.13.0"), result, runner.Timings())
+    assert (cell.status, cell.transformers, cell.torch) == (Status.SKIPPED, "4.45.2", "2.13.0")
+    assert "qwen2_vl skipped (not built: no tiny model for 'qwen2_vl')" in cell.reason

@@ -147,7 +147,12 @@ def summarize(result: dict[str, Any]) -> str:
         }
     )
     hazards = sorted({f["hazard"] for m in models for f in m.get("other_findings", [])})
-    parts = []
+    skipped = [
+        f"{m['model']} skipped ({(m.get('notes') or ['no reason given'])[0]})"
+        for m in models
+        if m.get("status") == "skipped"
+    ]
+    parts = skipped
     if reproduced:
         parts.append("reproduced: " + ", ".join(reproduced))
     if latent:
@@ -155,6 +160,14 @@ def summarize(result: dict[str, Any]) -> str:
     if hazards:
         parts.append("other hazards: " + ", ".join(hazards))
     return "; ".join(parts) or f"{len(models)} models checked"
+
+
+def _release(reported: object, pinned: str) -> str:
+    """What verify saw installed when it says (minus a local tag: 2.13.0+cpu is 2.13.0), else the pin."""
+    try:
+        return str(Version(str(reported)).public)
+    except InvalidVersion:
+        return pinned
 
 
 def cell_from_result(spec: EnvSpec, result: dict[str, Any], timings: Timings) -> Cell:
@@ -169,8 +182,8 @@ def cell_from_result(spec: EnvSpec, result: dict[str, Any], timings: Timings) ->
     return Cell(
         env=spec.name,
         # the result says what was really installed; the spec says what was asked for
-        transformers=str(result.get("transformers") or spec.transformers),
-        torch=str(result.get("torch") or spec.torch).split("+")[0],
+        transformers=_release(result.get("transformers"), spec.transformers),
+        torch=_release(result.get("torch"), spec.torch),
         status=status,
         reason=summarize(result),
         timings=timings,
