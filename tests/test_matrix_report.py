@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from matrix_fixtures import sample_matrix
+from matrix_fixtures import sample_matrix, verify_json
 
 from ropefix.matrix import report
 from ropefix.matrix.model import Matrix
@@ -101,3 +101,11 @@ def test_json_round_trips(written: tuple[Matrix, Path]) -> None:
     assert back.cells == m.cells
     assert data["passed"] is False and data["counts"]["skipped"] == 1
     assert data["unknown_labels"] == ["nightly"]
+
+
+def test_a_clean_cell_names_the_models_verify_checked() -> None:
+    from ropefix.matrix.model import summarize
+
+    result = verify_json(Status.NOT_AFFECTED, reproduced=False)
+    result["models"][0]["rules"][0]["pattern_present"] = False
+    assert summarize(result) == "checked: qwen2_vl"

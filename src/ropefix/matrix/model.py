@@ -159,7 +159,7 @@ def summarize(result: dict[str, Any]) -> str:
         parts.append("latent: " + ", ".join(latent))
     if hazards:
         parts.append("other hazards: " + ", ".join(hazards))
-    return "; ".join(parts) or f"{len(models)} models checked"
+    return "; ".join(parts) or "checked: " + (", ".join(m["model"] for m in models) or "no models")
 
 
 def _release(reported: object, pinned: str) -> str:
