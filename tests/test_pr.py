@@ -106,3 +106,14 @@ def test_tests_join_an_existing_upstream_test_file() -> None:
     assert text.startswith(existing.split("\n\n\n")[0].rsplit("\n", 1)[0])
     assert "require_torch_multi_accelerator" in text and "class ToyVlRopeDeltasDeviceTest" in text
     assert "class ToyModelTest" in text and "ToyVLConfig(**{'vocab_size': 320})" in text
+
+
+def test_commit_message_carries_the_failing_layout() -> None:
+    from ropefix import engine
+
+    rep = engine.ApplyReport("root", "src/transformers", [], dry_run=False)
+    layout = "generate-greedy on qwen2_vl; layout contiguous over 2 devices, inputs on cpu"
+    msg = pr._message("rope-deltas", "keep deltas on cache_position's device", ["qwen2_vl"], rep, layout)
+    assert msg.splitlines()[0] == "Keep mRoPE rope_deltas on cache_position's device (qwen2_vl)"
+    assert f"Failing layout that proves it (unpatched): {layout}" in msg
+    assert "Failing layout" not in pr._message("rope-deltas", "s", ["qwen2_vl"], rep)

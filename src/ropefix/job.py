@@ -142,7 +142,13 @@ def run_job(
         matrix = Path("out/matrix.md")  # the matrix's table when it was run; else this run's verify
         evidence = matrix if matrix.exists() else out / "evidence.md"
         made = pr.make_pr(
-            f"v{version}", repo=str(history), out=out / "pr", store=store, python=tree.get("python"), evidence=evidence
+            f"v{version}",
+            repo=str(history),
+            out=out / "pr",
+            store=store,
+            python=tree.get("python"),
+            evidence=evidence,
+            proofs=_proofs(result.verify),
         )
         if made.safe:
             return "not-affected", "already safe"
@@ -200,3 +206,13 @@ def evidence_table(data: dict[str, Any]) -> str:
                 f"reproduced | {'fails' if o['tree'] == 'patched' else 'n/a'} | `{o['site']}` |"
             )
     return "\n".join(rows) + "\n"
+
+
+def _proofs(data: dict[str, Any] | None) -> dict[str, str]:
+    """Per rule, the first shrunk failing example verify found on the unpatched tree."""
+    found: dict[str, str] = {}
+    for m in (data or {}).get("models", []):
+        for r in m["rules"]:
+            if r["reproduced"] and r.get("example") and r["rule"] not in found:
+                found[r["rule"]] = f"{m['model']}: {r['example']}"
+    return found

@@ -9,6 +9,7 @@ series, PR_BODY.md, CHECKS.md -> proof that the series applies with ``git am`` o
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -80,7 +81,9 @@ def make_pr(
     store: Store | None = None,
     python: str | None = None,
     evidence: Path | None = Path("out/matrix.md"),
+    proofs: dict[str, str] | None = None,
 ) -> PrResult:
+    """``proofs`` maps a rule to the failing layout that proves it (verify's shrunk example), for its commit."""
     store = store or Store()
     out = out.resolve()  # git runs in the work tree: relative paths would land there
     work, base_sha, own = open_checkout(repo, base, store)
@@ -107,8 +110,8 @@ def make_pr(
         )
         paths = list(files)
         if rule.name == next(iter(REGISTRY)):
-            paths += _add_tests(root, models, result, python)
-        work.commit_paths(paths, _message(rule.name, rule.summary, models, rep))
+            paths += _add_tests(root, models, result, python, base)
+        work.commit_paths(paths, _message(rule.name, rule.summary, models, rep, (proofs or {}).get(rule.name)))
         result.commits.append((rule.name, rule.summary))
         result.models = sorted({*result.models, *models})
         touched += paths
@@ -120,9 +123,16 @@ def make_pr(
     return result
 
 
-def _add_tests(root: Path, models: list[str], result: PrResult, python: str | None) -> list[str]:
+def _add_tests(root: Path, models: list[str], result: PrResult, python: str | None, base: str) -> list[str]:
     written = []
-    for t in testgen.targets(root, models, python):
+    found = testgen.targets(root, models, python)
+    release = base.removeprefix("v")
+    if python is None and all(t.problem for t in found) and re.fullmatch(r"\d+\.\d+\.\d+", release):
+        # this interpreter cannot import that release: build one that can (cached), then retry
+        from ropefix import relenv
+
+        found = testgen.targets(root, models, str(relenv.python_for(release)))
+    for t in found:
         if t.problem:
             result.untested.append(f"{t.name}: {t.problem}")
             continue
@@ -131,7 +141,7 @@ def _add_tests(root: Path, models: list[str], result: PrResult, python: str | No
     return written
 
 
-def _message(rule: str, summary: str, models: list[str], rep: engine.ApplyReport) -> str:
+def _message(rule: str, summary: str, models: list[str], rep: engine.ApplyReport, proof: str | None = None) -> str:
     sites = sum(len(ch.sites_fixed) for ch in rep.changes)
     names = ", ".join(models)
     title = "Keep mRoPE rope_deltas on cache_position's device" if rule == next(iter(REGISTRY)) else f"Fix {rule}"
@@ -139,6 +149,7 @@ def _message(rule: str, summary: str, models: list[str], rep: engine.ApplyReport
         f"{title} ({names})\n\n{summary}\n\n"
         f"Rule `{rule}`: {sites} site(s) in {len(rep.changes)} file(s), modular and generated modeling files "
         "together. Paths where cache_position is None (plain forward, training) behave as before.\n"
+        + (f"\nFailing layout that proves it (unpatched): {proof}\n" if proof else "")
     )
 
 
