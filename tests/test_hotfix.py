@@ -122,3 +122,30 @@ def test_real_release_red_without_green_with(version: str, shared_store: Store) 
     else:
         assert result["patched"] == []
         assert result["instance"] == result["none"] == result["class"]
+
+
+class KwargsModel(torch.nn.Module):
+    """Synthetic stand-in for the oldest shape: deltas travel in the generation kwargs."""
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return ids
+
+    def prepare_inputs_for_generation(self, ids, cache_position=None, rope_deltas=None):
+        return cache_position[0] + rope_deltas if cache_position is not None and rope_deltas is not None else 0
+
+
+def test_deltas_passed_as_generation_arguments_are_aligned() -> None:
+    with devices.simulate(n=2):
+        model = KwargsModel()
+        kwargs = {
+            "cache_position": torch.tensor([4], device="cuda:0"),
+            "rope_deltas": torch.ones(1, 1, device="cuda:1"),
+        }
+        with pytest.raises(RuntimeError, match=DEVICE_ERROR):
+            model.prepare_inputs_for_generation(None, **kwargs)
+        fix = ropefix.hotfix(model)
+        assert fix.active
+        out = model.prepare_inputs_for_generation(None, **kwargs)
+        assert devices.virtual_device(out) == torch.device("cuda:0") and out.item() == 5
+        fix.remove()
+        assert "prepare_inputs_for_generation" not in model.__dict__
