@@ -405,3 +405,19 @@ def test_convolutions_compare_tensor_types_first(sim) -> None:
     with pytest.raises(RuntimeError, match="found at least two devices"):
         conv.to("cuda:1")(torch.ones(1, 1, 2, 2, device="cuda:0"))
     assert conv(torch.ones(1, 1, 2, 2, device="cuda:1")).device == CUDA1
+
+
+def test_vmap_sees_the_devices_of_the_tensors_it_batches(sim) -> None:
+    # transformers builds attention masks with nested vmaps over index tensors (from 4.53 on)
+    pad = torch.tensor([[True, True, False]], device="cuda:1")
+
+    def allowed(b: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return (q >= k) & pad[b, k]
+
+    mask = torch.vmap(torch.vmap(torch.vmap(allowed, (None, None, 0)), (None, 0, None)), (0, None, None))
+    rows = torch.arange(3, device="cuda:1")
+    out = mask(torch.arange(1, device="cuda:1"), rows, rows)
+    assert out.device == CUDA1
+    assert out.cpu().tolist() == [[[True, False, False], [True, True, False], [True, True, False]]]
+    with pytest.raises(IndexError, match=r"same device as the indexed tensor \(cuda:1\)"):
+        mask(torch.arange(1, device="cuda:0"), rows, rows)

@@ -109,10 +109,10 @@ class DeviceMode(Calls, TorchFunctionMode):
             if isinstance(a, Tensor):
                 try:
                     d = getattr(a.untyped_storage(), ATTR, None)
-                except (RuntimeError, NotImplementedError, TypeError):
-                    d = a.device
-                if d is None:
-                    d = CPU if a.is_cpu else a.device
+                    if d is None:
+                        d = CPU if a.is_cpu else a.device
+                except (RuntimeError, NotImplementedError, TypeError):  # vmap's wrappers and the like
+                    d = device_of(a)
                 if common is None:
                     common = d
                 elif d is not common:
@@ -129,12 +129,12 @@ class DeviceMode(Calls, TorchFunctionMode):
             if common is None or common is CPU:
                 return func(*args, **kwargs)
             out = func(*args, **kwargs)
-            if type(out) is Tensor:  # the usual single result, tagged inline
+            try:  # the usual single plain result, tagged inline
                 st = out.untyped_storage()
                 if getattr(st, ATTR, None) is None:
                     setattr(st, ATTR, common)
-            else:
-                tag(out, common)
+            except (AttributeError, RuntimeError, NotImplementedError, TypeError):
+                tag(out, common)  # tuples, lists, wrapped tensors, non-tensors
             return out
         ts = [a for a in operands if isinstance(a, Tensor)]
         for a in operands:
@@ -154,9 +154,10 @@ class DeviceMode(Calls, TorchFunctionMode):
         msg = rules.elementwise_error(ops)
         if msg:
             raise RuntimeError(msg)
-        common = next(d for d, _, _ in ops if d.type != "cpu")
+        common = next((d for d, _, _ in ops if d.type != "cpu"), None)  # None: equal, not identical, cpus
         out = func(*args, **kwargs)
-        tag(out, common)
+        if common is not None and common.type == self.kind:
+            tag(out, common)
         return out
 
     def factory(self, func: Any, args: tuple, kwargs: dict) -> Any:
