@@ -19,7 +19,7 @@ import torch
 
 from ropefix.devices.cuda_api import CudaFacade, patched
 from ropefix.devices.mode import DeviceMode
-from ropefix.devices.storage import ATTR
+from ropefix.devices.storage import device_of
 from ropefix.errors import RopefixError
 
 __all__ = ["Simulator", "simulate", "virtual_device"]
@@ -47,14 +47,8 @@ class Simulator:
 
 def virtual_device(t: torch.Tensor) -> torch.device:
     """The (virtual) device of ``t``; usable after the simulation ended, e.g. in test reports."""
-    try:
-        dev = getattr(t.untyped_storage(), ATTR, None)
-    except (RuntimeError, NotImplementedError, TypeError):
-        dev = None
-    if dev is not None:
-        return dev
-    with torch._C.DisableTorchFunction():  # read the real device even inside a simulation
-        return t.device
+    with torch._C.DisableTorchFunction():  # read storages and real devices, not the simulation's answers
+        return device_of(t)
 
 
 @contextlib.contextmanager
