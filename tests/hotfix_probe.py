@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import re
 import sys
 import traceback
 
@@ -24,6 +25,11 @@ DEVICE_ERROR = "Expected all tensors to be on the same device"
 
 def decode_step(fam: str, fix: str) -> str:
     tiny = tinymodels.fresh(fam)
+    # token ids older modeling code reads from the config, which only config.json would set
+    source = inspect.getsource(importlib.import_module(tiny.family.module))
+    for i, attr in enumerate(sorted(set(re.findall(r"config\.(\w+_token_id)", source)))):
+        if getattr(tiny.model.config, attr, None) is None:
+            setattr(tiny.model.config, attr, tinymodels.VOCAB - 1 - i)
     with devices.simulate(n=2):
         model = tiny.model.to("cuda:0")
         handle = hf.hotfix(model) if fix == "instance" else hf.hotfix_class(type(model)) if fix == "class" else None
