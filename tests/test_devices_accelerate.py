@@ -150,3 +150,14 @@ def test_empty_weights_then_loading_onto_a_device() -> None:
             set_module_tensor_to_device(empty, name, 1, value=value)
         assert empty.weight.device == CUDA1 and type(empty.weight) is torch.nn.Parameter
         assert torch.equal(empty(x.to("cuda:1")).cpu(), source(x))
+
+
+def test_safetensors_loads_straight_onto_a_device(tmp_path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    path = tmp_path / "w.safetensors"
+    save_file({"w": torch.arange(3.0)}, str(path))
+    with simulate(2):
+        for device in ("cuda:1", 1):  # the string path stages through pinned memory, which the simulation lacks
+            loaded = load_file(str(path), device=device)["w"]
+            assert loaded.device == CUDA1 and loaded.tolist() == [0.0, 1.0, 2.0]

@@ -97,6 +97,8 @@ class DeviceMode(Calls, TorchFunctionMode):
         # Written out flat (no helper calls, no list unless a sequence of tensors or a mismatch
         # shows up), since it runs for nearly every op of a model.
         if kwargs:
+            if kwargs.get("pin_memory"):  # staging buffers for a host-to-device copy: no pinned memory here
+                kwargs = {**kwargs, "pin_memory": False}
             if kwargs.get("device") is not None:
                 return self.factory(func, args, kwargs)
             operands: Any = (*args, *kwargs.values())
