@@ -114,6 +114,9 @@ def run_suite(pkg: Path, models: list[str], profile: str, max_examples: int | No
     done = proc.run(cmd, env=env, cwd=tempfile.gettempdir())
     if not done.ok:
         raise RopefixError(f"The regression suite could not run against {pkg}.\n{done.describe()}")
+    for line in done.err.splitlines():  # the search's own progress: each new failure site as it was found
+        if any(line.startswith(f"{m}: ") for m in models):
+            ui.info(f"  {line}")
     results = json.loads(done.out)
     for r in results:  # the subprocess must have imported the tree we meant
         where = r.get("transformers_path")
