@@ -54,15 +54,19 @@ def main(name: str) -> None:
     fix = ropefix.hotfix(tiny.model)
     guards = list(fix.patched) or "nothing (safe here)"
     fix.remove()
-    plain, guarded = [], []
+    plain, guarded, control = [], [], []
     for _ in range(3):  # interleaved, so drift hits both sides alike
         plain.append(best(tiny.model, x))
         fix = ropefix.hotfix(tiny.model)
         guarded.append(best(tiny.model, x))
         fix.remove()
-    p, g = min(plain), min(guarded)
+        control.append(best(tiny.model, x))  # unguarded again: the noise floor of this machine
+    p, g, c = min(plain), min(guarded), min(control)
     print(f"transformers {transformers.__version__}, {name}: guards on {guards}")
-    print(f"prefill + {STEPS} decode steps: unguarded {p * 1e3:.1f} ms, guarded {g * 1e3:.1f} ms, ratio {g / p:.3f}")
+    print(
+        f"prefill + {STEPS} decode steps: unguarded {p * 1e3:.1f} ms, guarded {g * 1e3:.1f} ms, ratio {g / p:.3f} "
+        f"(unguarded/unguarded control: {c / p:.3f})"
+    )
 
 
 if __name__ == "__main__":
