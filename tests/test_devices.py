@@ -81,6 +81,9 @@ def test_cuda_without_index_means_the_current_device(sim) -> None:
         assert torch.cuda.current_device() == 0
         assert torch.ones(1).to("cuda").device == CUDA0
     assert torch.cuda.current_device() == 1
+    with torch.cuda.device_of(torch.ones(1, device="cuda:0")):
+        assert torch.ones(1, device="cuda").device == CUDA0
+    assert torch.cuda.current_device() == 1
 
 
 def test_unknown_ordinal_is_refused_like_a_real_driver(sim) -> None:

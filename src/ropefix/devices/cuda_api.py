@@ -105,6 +105,10 @@ class CudaFacade:
             def __exit__(self, *exc: object) -> None:
                 facade.current = self.prev
 
+        class device_of(device):  # noqa: N801 - mirrors torch.cuda.device_of: the device of a tensor
+            def __init__(self, obj: torch.Tensor) -> None:
+                super().__init__(obj.get_device() if obj.is_cuda else -1)
+
         def set_device(dev: Any) -> None:
             facade.current = facade._index(dev)
 
@@ -127,6 +131,7 @@ class CudaFacade:
             "current_device": lambda: facade.current,
             "set_device": set_device,
             "device": device,
+            "device_of": device_of,
             "synchronize": check,
             "get_device_name": lambda dev=None: props(dev).name,
             "get_device_properties": props,
