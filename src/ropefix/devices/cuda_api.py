@@ -105,7 +105,7 @@ class CudaFacade:
             def __exit__(self, *exc: object) -> None:
                 facade.current = self.prev
 
-        class device_of(device):  # noqa: N801 - mirrors torch.cuda.device_of: the device of a tensor
+        class device_of(device):  # mirrors torch.cuda.device_of: the device of a tensor
             def __init__(self, obj: torch.Tensor) -> None:
                 super().__init__(obj.get_device() if obj.is_cuda else -1)
 
