@@ -117,3 +117,52 @@ def test_commit_message_carries_the_failing_layout() -> None:
     assert msg.splitlines()[0] == "Keep mRoPE rope_deltas on cache_position's device (qwen2_vl)"
     assert f"Failing layout that proves it (unpatched): {layout}" in msg
     assert "Failing layout" not in pr._message("rope-deltas", "s", ["qwen2_vl"], rep)
+
+
+# Synthetic model code written for these tests: a store and an addition the rope-deltas rule fixes.
+TOY = """class ToyVLModel:
+    def forward(self, input_ids, cache_position=None):
+        if self.rope_deltas is None:
+            self.rope_deltas = input_ids.new_zeros(1)
+        return cache_position[0] + self.rope_deltas
+"""
+
+
+def _affected_repo(tmp_path: Path) -> git.Repo:
+    root = tmp_path / "affected"
+    model = root / "src" / "transformers" / "models" / "toy_vl"
+    model.mkdir(parents=True)
+    (root / "src" / "transformers" / "__init__.py").write_text("")
+    (model / "modeling_toy_vl.py").write_text(TOY)
+    repo = git.init(root)
+    repo.commit_paths(["src"], "Release 0.0.1")
+    repo.tag("v0.0.1")
+    repo.create_branch("work")
+    (root / "NOTES.md").write_text("my own work\n")
+    repo.commit_paths(["NOTES.md"], "Own work on a branch")
+    return repo
+
+
+def test_own_checkout_gets_a_topic_branch_from_the_base(tmp_path: Path) -> None:
+    repo = _affected_repo(tmp_path)
+    result = pr.make_pr("v0.0.1", repo=str(repo.path), out=tmp_path / "out", python="false", evidence=None)
+    assert result.branch and repo.current_branch() == result.branch
+    assert not (repo.path / "NOTES.md").exists()  # the branch starts at the base, not at the user's work
+    assert "cache_position.device" in (repo.path / "src/transformers/models/toy_vl/modeling_toy_vl.py").read_text()
+    assert [p.name for p in result.patches] == [p.name for p in sorted((tmp_path / "out").glob("*.patch"))]
+    assert result.untested and result.untested[0].startswith("toy_vl:")  # listed, never silently dropped
+
+
+def test_a_failure_after_committing_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = _affected_repo(tmp_path)
+    before = (repo.branches(), repo.head())
+
+    def broken(*args: object) -> None:
+        raise RopefixError("git am refused the series")
+
+    monkeypatch.setattr(pr, "_prove", broken)
+    with pytest.raises(RopefixError, match="git am refused"):
+        pr.make_pr("v0.0.1", repo=str(repo.path), out=tmp_path / "out", python="false", evidence=None)
+    assert (repo.branches(), repo.head()) == before and repo.current_branch() == "work"
+    assert not repo.is_dirty()
+    assert not list((tmp_path / "out").glob("*"))

@@ -89,17 +89,40 @@ def make_pr(
     work, base_sha, own = open_checkout(repo, base, store)
     root = work.path
     result = PrResult(base, safe=False, out=out, tree=root)
-    scan = engine.scan_tree(root)
-    if not scan.affected:
-        result.safe = True
-        if not own:  # nothing to propose: leave nothing behind
-            work.run("worktree", "remove", "--force", str(root))
-            result.tree = None
-        return result
+    original = work.current_branch() or work.head()
     branch = work.fresh_branch_name(f"{TOPIC}-{base.replace('/', '-')}")
-    work.create_branch(branch, base_sha)
-    result.branch = branch
+    work.create_branch(branch, base_sha)  # scan what REF holds, not what happened to be checked out
+    try:
+        touched = _commit_rules(work, result, python, base, proofs)
+        if not result.commits:
+            result.safe = True
+            _abandon(work, branch, original, own)
+            result.tree = root if own else None
+            return result
+        result.branch = branch
+        ui.info(f"running upstream's checks on {len(touched)} touched file(s)")
+        result.checks = upstream_checks.run_checks(root, touched)
+        gate = upstream_checks.detect_gate(root)
+        _write_out(work, base_sha, result, issue, evidence, gate)
+        _prove(work, base_sha, result.patches)
+    except BaseException:
+        # nothing half-done: the topic branch and the written series go, the checkout is as it was
+        for written in [*result.patches, out / "PR_BODY.md", out / "CHECKS.md"]:
+            written.unlink(missing_ok=True)
+        if result.safe is False:
+            _abandon(work, branch, original, own)
+        raise
+    return result
+
+
+def _commit_rules(
+    work: git.Repo, result: PrResult, python: str | None, base: str, proofs: dict[str, str] | None
+) -> list[str]:
+    """One commit per rule that changes something, in registry order (rope-deltas first, with the tests)."""
+    root = work.path
     touched: list[str] = []
+    if not engine.scan_tree(root).affected:
+        return touched
     for rule in select(None):
         rep = engine.apply_tree(root, rules=[rule.name])
         if not rep.changed:
@@ -115,12 +138,19 @@ def make_pr(
         result.commits.append((rule.name, rule.summary))
         result.models = sorted({*result.models, *models})
         touched += paths
-    ui.info(f"running upstream's checks on {len(touched)} touched file(s)")
-    result.checks = upstream_checks.run_checks(root, touched)
-    gate = upstream_checks.detect_gate(root)
-    _write_out(work, base_sha, result, issue, evidence, gate)
-    _prove(work, base_sha, result.patches)
-    return result
+    return touched
+
+
+def _abandon(work: git.Repo, branch: str, original: str | None, own: bool) -> None:
+    if not own:  # the cache's work tree: remove it whole
+        work.run("worktree", "remove", "--force", str(work.path))
+        return
+    status = work.run("status", "--porcelain", "-z", "--untracked-files=all")
+    for entry in status.split("\0"):
+        if entry.startswith("?? "):  # files this run wrote and did not commit (tests)
+            (work.path / entry[3:]).unlink(missing_ok=True)
+    work.run("checkout", "-q", "-f", original or "HEAD")
+    work.run("branch", "-q", "-D", branch)
 
 
 def _add_tests(root: Path, models: list[str], result: PrResult, python: str | None, base: str) -> list[str]:
@@ -131,7 +161,10 @@ def _add_tests(root: Path, models: list[str], result: PrResult, python: str | No
         # this interpreter cannot import that release: build one that can (cached), then retry
         from ropefix import relenv
 
-        found = testgen.targets(root, models, str(relenv.python_for(release)))
+        try:
+            found = testgen.targets(root, models, str(relenv.python_for(release)))
+        except RopefixError as e:  # no such release on the index: the tests stay listed as missing
+            ui.info(f"no interpreter for transformers {release}: {str(e).splitlines()[0]}")
     for t in found:
         if t.problem:
             result.untested.append(f"{t.name}: {t.problem}")
