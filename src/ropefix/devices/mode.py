@@ -86,11 +86,11 @@ class DeviceMode(Calls, TorchFunctionMode):
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         handler = self._table.get(func, _MISSING)
+        if handler is _MISSING:  # the most frequent case first
+            return self.op(func, args, kwargs)
         if handler is None:
-            return func(*args, **(kwargs or {}))
-        if handler is not _MISSING:
-            return handler(func, args, kwargs or {})
-        return self.op(func, args, kwargs)
+            return func(*args, **kwargs) if kwargs else func(*args)
+        return handler(func, args, kwargs or {})
 
     def op(self, func: Any, args: tuple, kwargs: dict | None) -> Any:
         """A generic op: element-wise device rules, results on the common device."""
