@@ -87,6 +87,8 @@ def test_cli_install_status_revert(
     assert (tmp_path / "patches" / f"transformers-{VERSION}.patch").exists()
     assert main(["backport", "--status", *common]) == 0
     assert f"transformers {VERSION} in {site}: patched" in capsys.readouterr().out
+    assert main(["backport", "--status", "--rules", "rope-deltas", *common]) == 0
+    assert "patched" in capsys.readouterr().out
     assert main(["backport", "--install", *common]) == 0  # idempotent
     assert "patched 0 file(s)" in capsys.readouterr().out
     assert main(["backport", "--revert", *common]) == 0

@@ -190,6 +190,12 @@ def revert(inst: Installed) -> InstallReport:
     return InstallReport(inst.version, inst.site, {p: FileState.UNPATCHED for p in originals}, tuple(changed))
 
 
+def recorded_rules(inst: Installed) -> list[str] | None:
+    """The rules the current install was made with (None when ropefix has not patched it)."""
+    state = _load_state(inst)
+    return list(state["rules"]) if state else None
+
+
 def atomic_write(dest: Path, data: bytes) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")

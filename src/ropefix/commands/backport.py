@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     if args.revert:
         return _show(install.revert(inst), "reverted")
     ui.info(f"making the patch for transformers {inst.version} on its own release tree")
-    patch = backport.make_patch(inst.version, args.rules)
+    rules = args.rules or (install.recorded_rules(inst) if args.status else None)  # compare with what was installed
+    patch = backport.make_patch(inst.version, rules)
     if args.status:
         return _show(install.status(patch, inst), None)
     backport.write_patch(patch, args.patches)
