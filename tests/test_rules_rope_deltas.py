@@ -29,6 +29,12 @@ EXPECTED = {
         (17, "combine-int-offset", FIXED),
         (18, "combine-cache-position", AFFECTED),
     ],
+    # the companion rule's shape (tests/test_rules_causal_mask.py): no rope-deltas site in it
+    "causal_mask.py": [
+        (7, "mask-range-vs-cache-position", AFFECTED),
+        (9, "mask-range-vs-cache-position", AFFECTED),
+        (11, "mask-range-on-cache-device", FIXED),
+    ],
     # cache_position is a local here, not a parameter: the store is shown, not guessed at
     "local_cache_position.py": [(7, "store-cache-position-local", UNKNOWN), (8, "combine-cache-position", AFFECTED)],
     "without_cache_position.py": [(10, "store-without-cache-position", FIXED), (12, "combine-other", UNKNOWN)],
@@ -55,7 +61,7 @@ def load(text: str) -> dict:
 
 
 def test_registry_lists_rope_deltas_first() -> None:
-    assert next(iter(REGISTRY)) == "rope-deltas"
+    assert list(REGISTRY) == ["rope-deltas", "causal-mask"]
     with pytest.raises(RopefixError, match="Unknown rule"):
         select("no-such-rule")
 

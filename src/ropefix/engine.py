@@ -217,7 +217,7 @@ def _run_on(code: str, rule: Rule, fix: bool) -> tuple[str, list[Finding], list[
 
 def rewrite_rule(text: str, rule: Rule, fix: bool) -> Outcome:
     """Find (and with ``fix``, rewrite) one rule's sites in one file's text."""
-    if not any(n in text for n in rule.needles):
+    if not any(n in text for n in rule.needles) or not all(r in text for r in rule.requires):
         return Outcome(text, [], [], [])
     lines = text.splitlines(keepends=True)
     pieces = c.chunks(lines, rule.needles, rule.hint)
@@ -287,6 +287,13 @@ def _sites(rel: str, model: str, found: list[tuple[str, Finding]]) -> list[Site]
     return [Site(model, rel, f.line, name, f.shape, f.status, " ".join(f.code.split())) for name, f in found]
 
 
+def _wanted(data: bytes, rules: list[Rule]) -> bool:
+    """Whether any rule could have a site in a file with these bytes (no decoding, no parsing)."""
+    return any(
+        any(n.encode() in data for n in r.needles) and all(q.encode() in data for q in r.requires) for r in rules
+    )
+
+
 def scan_tree(
     root: Path | str,
     models: list[str] | None = None,
@@ -302,12 +309,11 @@ def scan_tree(
     elif _MEMO:
         _MEMO.clear()
     chosen = select(rules)
-    needles = tuple(n.encode() for r in chosen for n in r.needles)
     sites: list[Site] = []
     files = model_files(pkg, models)
     for path in files:
         data = path.read_bytes()
-        if not any(n in data for n in needles):  # bytes first: most files never reach libcst
+        if not _wanted(data, chosen):  # bytes first: most files never reach libcst
             continue
         rel = path.relative_to(root).as_posix()
         sites += _sites(rel, path.parent.name, rewrite(data.decode(), chosen, fix=False).findings)
@@ -326,12 +332,11 @@ def apply_tree(
     root = Path(root)
     pkg, prefix = package_dir(root)
     chosen = select(rules)
-    needles = tuple(n.encode() for r in chosen for n in r.needles)
     changes: list[FileChange] = []
     remaining: list[Site] = []
     for path in model_files(pkg, models):
         data = path.read_bytes()
-        if not any(n in data for n in needles):
+        if not _wanted(data, chosen):
             continue
         rel = path.relative_to(root).as_posix()
         before = data.decode()

@@ -89,3 +89,5 @@ class Rule:
     transformer: type[RuleTransformer]
     # a cheap text test a function must pass to be parsed at all (it may say yes too often, never too rarely)
     hint: Callable[[str], bool] = lambda text: True
+    # a file must hold all of these for the rule to look at it (companion rules: mRoPE files only)
+    requires: tuple[str, ...] = ()
