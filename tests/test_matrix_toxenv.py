@@ -47,6 +47,10 @@ def test_selection_follows_the_scan() -> None:
     assert sel.full == ("4.45.2", "4.49.0", "4.57.6", "5.0.0", "5.1.0", "5.24.0")
     assert sel.quick == ("4.45.2", "5.0.0", "5.1.0")
     assert sel.reasons["5.1.0"] == "first release the scan finds safe"
+    # with the scan narrowed to verify's models, quick holds the newest release verify can go red on
+    focus = {v: Version(v) < Version("4.50") for v in scan}
+    sel = toxenv.select_releases(scan, focus)
+    assert sel.quick == ("4.49.0", "5.0.0", "5.1.0") and "verify's models" in sel.reasons["4.49.0"]
     # nothing safe yet: the latest (affected) closes the list
     sel = toxenv.select_releases({"4.49.0": True, "4.50.3": True})
     assert sel.full == ("4.49.0", "4.50.3") and "latest" in sel.reasons["4.50.3"]
@@ -85,6 +89,7 @@ def test_parse_scan_shapes() -> None:
         "5.5.0": {"files_scanned": 9, "sites": []},
     }
     assert toxenv.parse_scan(scan) == {"5.3.0": True, "5.4.0": False, "5.5.0": False}
+    assert toxenv.parse_scan(scan, ("m",)) == {"5.3.0": False, "5.4.0": False, "5.5.0": False}
     with pytest.raises(RopefixError, match="names no releases"):
         toxenv.parse_scan({"oops": 1})
 

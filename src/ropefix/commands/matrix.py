@@ -110,7 +110,14 @@ def _sync_tox(tox_ini: Path, scan_file: Path | None, torches: list[str]) -> int:
         ui.info("matrix: scanning 4.45-latest (ropefix scan) to choose the releases")
         done = proc.run([proc.python(), "-m", "ropefix", "scan", "--versions", "4.45-latest", "--json"], check=True)
         data = json.loads(done.out)
-    sel = toxenv.select_releases(toxenv.parse_scan(data))
+    from ropefix.verify import DEFAULT_MODELS  # quick must hold a release where verify's models are affected
+
+    scan = toxenv.parse_scan(data)
+    try:
+        focus = toxenv.parse_scan(data, DEFAULT_MODELS)
+    except RopefixError:
+        focus = None
+    sel = toxenv.select_releases(scan, focus)
     quick_torch = toxenv.QUICK_TORCH if toxenv.QUICK_TORCH in torches else torches[-1]
     text = tox_ini.read_text()
     new = toxenv.replace_block(text, toxenv.render_block(sel, torches, quick_torch))

@@ -83,12 +83,13 @@ class Selection:
     reasons: dict[str, str]
 
 
-def select_releases(scan: dict[str, bool]) -> Selection:
+def select_releases(scan: dict[str, bool], focus: dict[str, bool] | None = None) -> Selection:
     """From {release: affected} (a scan over 4.45-latest) pick the matrix's transformers releases.
 
     full: every affected minor's latest patch, the first release after the last affected one that
-    the scan finds safe, and the latest release. quick (CI-sized): the oldest and newest of the
-    affected minors, plus the first safe one, or the latest when no release is safe.
+    the scan finds safe, and the latest release. quick (CI-sized, at most 3): the newest release
+    whose affected sites are in models verify checks (``focus``: {release: affected there}; without
+    it, the oldest affected), the newest affected, and the first safe one (or the latest).
     """
     if not scan:
         raise RopefixError(
@@ -110,7 +111,10 @@ def select_releases(scan: dict[str, bool]) -> Selection:
         reasons.setdefault(first_safe, "first release the scan finds safe")
     reasons.setdefault(ordered[-1], "latest release" + (" (affected)" if scan[ordered[-1]] else ""))
     full = tuple(sorted(reasons, key=Version))
-    quick = {affected[0], affected[-1]} if affected else set()
+    verified = [v for v in affected if (focus or {}).get(v)]
+    if verified:
+        reasons[verified[-1]] += "; newest where verify's models are affected"
+    quick = {verified[-1] if verified else affected[0], affected[-1]} if affected else set()
     quick.add(first_safe or ordered[-1])
     return Selection(full=full, quick=tuple(sorted(quick, key=Version)), reasons=reasons)
 
@@ -174,11 +178,11 @@ TORCHES = ("2.6.0", "2.13.0")
 QUICK_TORCH = "2.13.0"
 
 
-def parse_scan(data: object) -> dict[str, bool]:
+def parse_scan(data: object, models: tuple[str, ...] | None = None) -> dict[str, bool]:
     """``ropefix scan --versions ... --json`` output -> {release: affected}.
 
     The scan prints {release: {"sites": [{"status": "affected"|"fixed"|..., ...}], ...}}: a release is
-    affected when one of its sites is. Also accepted: {release: bool}, or a list of objects with
+    affected when one of its sites is (in one of ``models``, when given). Also accepted: {release: bool}, or a list of objects with
     "version" and "affected" (optionally under "releases").
     """
     if isinstance(data, dict) and isinstance(data.get("releases"), (list, dict)):
@@ -189,7 +193,12 @@ def parse_scan(data: object) -> dict[str, bool]:
             if isinstance(item, bool):
                 out[str(name)] = item
             elif isinstance(item, dict) and isinstance(item.get("sites"), list):
-                out[str(name)] = any(isinstance(s, dict) and s.get("status") == "affected" for s in item["sites"])
+                out[str(name)] = any(
+                    isinstance(s, dict)
+                    and s.get("status") == "affected"
+                    and (models is None or s.get("model") in models)
+                    for s in item["sites"]
+                )
     elif isinstance(data, list):
         for item in data:
             if isinstance(item, dict) and item.get("version") and isinstance(item.get("affected"), bool):
