@@ -63,7 +63,8 @@ def test_modular_and_modeling_files_get_the_same_edits(shared_store) -> None:
     assert added["modular_qwen2_5_vl.py"] == added["modeling_qwen2_5_vl.py"] != []
 
 
-def test_later_refactor_leaves_nothing_affected(shared_store) -> None:
-    report = engine.scan_tree(sources.release_tree(REFACTORED, shared_store))
+def test_later_refactor_leaves_no_rope_deltas_site_affected(shared_store) -> None:
+    root = sources.release_tree(REFACTORED, shared_store)
+    report = engine.scan_tree(root, rules="rope-deltas")
     assert report.sites and report.with_status(AFFECTED) == []
-    assert not engine.apply_tree(sources.release_tree(REFACTORED, shared_store), dry_run=True).changed
+    assert not engine.apply_tree(root, rules="rope-deltas", dry_run=True).changed

@@ -35,6 +35,7 @@ EXPECTED = {
         (9, "mask-range-vs-cache-position", AFFECTED),
         (11, "mask-range-on-cache-device", FIXED),
     ],
+    "rope_index_scatter.py": [(8, "index-mask-aligned", FIXED), (10, "index-mask-unaligned", AFFECTED)],
     # cache_position is a local here, not a parameter: the store is shown, not guessed at
     "local_cache_position.py": [(7, "store-cache-position-local", UNKNOWN), (8, "combine-cache-position", AFFECTED)],
     "without_cache_position.py": [(10, "store-without-cache-position", FIXED), (12, "combine-other", UNKNOWN)],
@@ -61,7 +62,7 @@ def load(text: str) -> dict:
 
 
 def test_registry_lists_rope_deltas_first() -> None:
-    assert list(REGISTRY) == ["rope-deltas", "causal-mask"]
+    assert list(REGISTRY) == ["rope-deltas", "causal-mask", "rope-index-scatter"]
     with pytest.raises(RopefixError, match="Unknown rule"):
         select("no-such-rule")
 

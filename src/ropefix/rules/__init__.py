@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from ropefix.errors import RopefixError
-from ropefix.rules import causal_mask, rope_deltas
+from ropefix.rules import causal_mask, rope_deltas, rope_index
 from ropefix.rules.base import AFFECTED, FIXED, STATUSES, UNKNOWN, Finding, Rule, RuleTransformer
 
-REGISTRY: dict[str, Rule] = {r.name: r for r in (rope_deltas.RULE, causal_mask.RULE)}
+REGISTRY: dict[str, Rule] = {r.name: r for r in (rope_deltas.RULE, causal_mask.RULE, rope_index.RULE)}
 
 __all__ = ["AFFECTED", "FIXED", "REGISTRY", "STATUSES", "UNKNOWN", "Finding", "Rule", "RuleTransformer", "select"]
 
