@@ -9,14 +9,15 @@ own (a string literal reaching column 0, odd indentation) makes the caller parse
 
 from __future__ import annotations
 
+import bisect
+import functools
+import itertools
 import re
 from dataclasses import dataclass
 
 import libcst as cst
 
 _EMPTY = cst.Module(body=[])
-# A line that opens a chunk: a decorator or a def/class at column 0, or a method at 4 spaces.
-_OPENER = re.compile(r"^( {0,4})(@|def |async def |class )")
 
 
 def code(node: cst.CSTNode) -> str:
@@ -146,37 +147,61 @@ class Chunk:
     text: str
 
 
-def chunks(lines: list[str], needles: tuple[str, ...], hint=lambda text: True) -> list[Chunk] | None:
-    """Method- and function-sized pieces of a file that contain one of ``needles``.
+_STOP = {0: re.compile(r"^[^\s)\]}#]", re.MULTILINE), 4: re.compile(r"^ {0,3}[^\s)\]}#]", re.MULTILINE)}
+# A line that opens a chunk: a decorator or a def/class at column 0, or a method at 4 spaces.
+_OPENERS = re.compile(r"^( {0,4})(?:@|def |async def |class )", re.MULTILINE)
 
-    Returns ``None`` when the file cannot be cut safely (the caller parses it whole).
+
+@functools.lru_cache(maxsize=4)
+def _spans(text: str) -> tuple[list[str], list[int], list[tuple[int, int, int]]] | None:
+    """The file's lines, their offsets, and (first, end, indent) of every def/class/decorator run.
+
+    Cached: every rule asks about the same file. Regexes over the whole text find the openers and
+    the statements less indented than a body (a signature's closing bracket and comments do not
+    count), so no Python loop runs per line.
     """
-    openers: list[tuple[int, int]] = []  # (first line, indent)
-    for i, line in enumerate(lines):
-        m = _OPENER.match(line)
-        if not m:
-            continue
-        indent = len(m.group(1))
+    lines = text.splitlines(keepends=True)
+    offsets = [0, *itertools.accumulate(len(ln) for ln in lines)]
+
+    def line_of(at: int) -> int:
+        return bisect.bisect_right(offsets, at) - 1
+
+    openers: list[tuple[int, int]] = []
+    for m in _OPENERS.finditer(text):
+        i, indent = line_of(m.start()), len(m.group(1))
+        if indent not in (0, 4):
+            return None
         prev = lines[i - 1] if i else ""
         if prev.startswith(" " * indent + "@") and not prev.startswith(" " * (indent + 1)):
             continue  # a def under a one-line decorator belongs to the decorator's chunk
         openers.append((i, indent))
-    found: list[Chunk] = []
-    for n, (start, indent) in enumerate(openers):
+    stops = {k: [line_of(m.start()) for m in rx.finditer(text)] for k, rx in _STOP.items()}
+    spans = []
+    for n, (first, indent) in enumerate(openers):
         stop = openers[n + 1][0] if n + 1 < len(openers) else len(lines)
-        end = start + 1
-        while end < stop:
-            ln = lines[end]
-            closing = ln.lstrip()[:1] in (")", "]", "}", "#")  # a signature's last line, a comment
-            if ln.strip() and not closing and len(ln) - len(ln.lstrip(" ")) < max(indent, 1):
-                break  # a statement less indented than the body: the chunk is over
-            end += 1
-        body = lines[start:end]
-        text = "".join(body)
-        if not any(nd in text for nd in needles) or lines[start].lstrip().startswith("class ") or not hint(text):
+        after = stops[indent]
+        k = bisect.bisect_right(after, first)
+        end = min(stop, after[k]) if k < len(after) else stop
+        spans.append((first, end, indent))
+    return lines, offsets, spans
+
+
+def chunks(text: str, needles: tuple[str, ...], hint=lambda text: True) -> list[Chunk] | None:
+    """Method- and function-sized pieces of a file that contain one of ``needles``.
+
+    Returns ``None`` when the file cannot be cut safely (the caller parses it whole).
+    """
+    cut = _spans(text)
+    if cut is None:
+        return None
+    lines, offsets, spans = cut
+    found: list[Chunk] = []
+    for start, end, indent in spans:
+        piece = text[offsets[start] : offsets[end]]
+        if not any(nd in piece for nd in needles) or lines[start].lstrip().startswith("class ") or not hint(piece):
             continue  # class headers and class-level statements are no sites: methods are their own chunks
         dedented = []
-        for ln in body:
+        for ln in lines[start:end]:
             lead = len(ln) - len(ln.lstrip(" "))
             if ln.strip() and lead < indent and not ln.lstrip().startswith("#"):
                 return None

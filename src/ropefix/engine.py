@@ -220,7 +220,7 @@ def rewrite_rule(text: str, rule: Rule, fix: bool) -> Outcome:
     if not any(n in text for n in rule.needles) or not all(r in text for r in rule.requires):
         return Outcome(text, [], [], [])
     lines = text.splitlines(keepends=True)
-    pieces = c.chunks(lines, rule.needles, rule.hint)
+    pieces = c.chunks(text, rule.needles, rule.hint)
     try:
         if pieces is not None:
             return _by_chunks(lines, pieces, rule, fix)
