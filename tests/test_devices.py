@@ -67,6 +67,25 @@ def test_factories_place_tensors_on_the_virtual_device(sim, name: str, where: st
     assert t.get_device() == expected.index
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda n: torch.arange(n),
+        lambda n: torch.arange(0, n),
+        lambda n: torch.full((2,), n),
+        lambda n: torch.zeros(int(n)),
+        lambda n: torch.linspace(0, n, 3),
+    ],
+)
+def test_factories_without_device_ignore_the_device_of_tensor_arguments(sim, make) -> None:
+    n = torch.tensor(4, device="cuda:1")  # a 0-dim tensor read as a number, as real torch does
+    t = make(n)
+    assert t.device == torch.device("cpu")
+    assert (t + torch.ones_like(t)).device == torch.device("cpu")  # no false mismatch later
+    out = torch.empty(4, dtype=torch.long, device="cuda:0")
+    assert torch.arange(4, out=out).device == torch.device("cuda:0")
+
+
 def test_cpu_tensors_stay_cpu(sim) -> None:
     t = torch.ones(3)
     assert t.device == CPU and not t.is_cuda and t.get_device() == -1

@@ -42,6 +42,16 @@ PASSTHROUGH = [
     torch.is_same_size,
 ]
 
+# Factories: without ``device=`` their result is on the default (cpu) device, whatever device a
+# tensor argument is on (``torch.arange(n)`` with a 0-dim cuda ``n`` reads its value as a number).
+FACTORIES = [
+    getattr(torch, name)
+    for name in (
+        "arange range linspace logspace full zeros ones empty eye rand randn randint randperm "
+        "tril_indices triu_indices scalar_tensor"
+    ).split()
+]
+
 UNCHECKED = [
     *(getattr(Tensor, m) for m in ["copy_", "expand_as", "view_as", "reshape_as", "new_tensor", "set_"]),
     Tensor.data.__set__,
@@ -122,7 +132,17 @@ class Calls:
         # No device check at all in PyTorch: cross-device copies, views shaped like another
         # tensor, and assigning .data. The result lives where ``self`` does.
         table.update(dict.fromkeys(UNCHECKED, self.unchecked))
+        table.update(dict.fromkeys(FACTORIES, self._factory))
         return table
+
+    def _factory(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        if kwargs.get("pin_memory"):  # no pinned memory without CUDA (as in ``op``)
+            kwargs = {**kwargs, "pin_memory": False}
+        if kwargs.get("device") is not None:
+            return self.factory(func, args, kwargs)
+        if kwargs.get("out") is not None:  # written into ``out``: where ``out`` is
+            return self.op(func, args, kwargs)
+        return func(*args, **kwargs)
 
     # ---- device queries ----------------------------------------------------------------------
 
