@@ -64,7 +64,7 @@ def test_site_is_the_innermost_frame_inside_the_tree(tmp_path: Path) -> None:
     src = root / "models" / "m.py"
     src.write_text("def inner():\n    raise RuntimeError('x')\n\ndef outer():\n    inner()\n")
     ns: dict = {}
-    exec(compile(src.read_text(), str(src), "exec"), ns)
+    exec(compile(src.read_text(), str(src), "exec"), ns)  # noqa: S102 - a module file the test wrote itself
     try:
         ns["outer"]()
     except RuntimeError as e:
@@ -168,9 +168,12 @@ def _stored_where_cache_position_is_a_parameter(src: str) -> bool:
     import ast
 
     for fn in ast.walk(ast.parse(src)):
-        if isinstance(fn, ast.FunctionDef) and NAIVE_FROM in (ast.get_source_segment(src, fn) or ""):
-            if "cache_position" in [a.arg for a in fn.args.args + fn.args.kwonlyargs]:
-                return True
+        if (
+            isinstance(fn, ast.FunctionDef)
+            and NAIVE_FROM in (ast.get_source_segment(src, fn) or "")
+            and "cache_position" in [a.arg for a in fn.args.args + fn.args.kwonlyargs]
+        ):
+            return True
     return False
 
 

@@ -12,10 +12,9 @@ from ropefix.store import Store
 def test_atomic_file_leaves_nothing_when_interrupted(tmp_path: Path) -> None:
     store = Store(tmp_path)
     dest = store.path("downloads", "x.tar.gz")
-    with pytest.raises(RuntimeError):
-        with store.atomic_file(dest) as fh:
-            fh.write(b"half")
-            raise RuntimeError("connection dropped")
+    with pytest.raises(RuntimeError), store.atomic_file(dest) as fh:
+        fh.write(b"half")
+        raise RuntimeError("connection dropped")
     assert not dest.exists()
     assert list(dest.parent.iterdir()) == []
 
@@ -31,10 +30,9 @@ def test_atomic_file_replaces_whole(tmp_path: Path) -> None:
 def test_atomic_dir_is_removed_on_failure(tmp_path: Path) -> None:
     store = Store(tmp_path)
     dest = store.path("repos", "r")
-    with pytest.raises(ValueError):
-        with store.atomic_dir(dest) as tmp:
-            (tmp / "f").write_text("x")
-            raise ValueError
+    with pytest.raises(ValueError), store.atomic_dir(dest) as tmp:
+        (tmp / "f").write_text("x")
+        raise ValueError
     assert not dest.exists()
     assert list((tmp_path / "tmp").iterdir()) == []
 

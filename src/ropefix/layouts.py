@@ -119,7 +119,7 @@ def _in_tower(name: str) -> bool:
 
 def contiguous(names: Sequence[str], cuts: Sequence[int]) -> dict[str, int]:
     """Split ``names`` at the sorted ``cuts`` (indices); run i goes to device i."""
-    bounds = sorted(set(c for c in cuts if 0 < c < len(names)))
+    bounds = sorted({c for c in cuts if 0 < c < len(names)})
     out: dict[str, int] = {}
     dev = 0
     for i, name in enumerate(names):

@@ -8,8 +8,8 @@ import importlib
 import platform
 import sys
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ropefix import __version__
 from ropefix.errors import RopefixError
@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ropefix: interrupted; nothing half-done was kept.", file=sys.stderr)
         return 130
-    except Exception:
+    except Exception:  # noqa: BLE001 - any bug: a crash log and exit 1, not a traceback
         log = _write_crash_log(argv)
         print(f"ropefix: unexpected error (a bug in ropefix); details in {log}", file=sys.stderr)
         return 3
@@ -59,7 +59,7 @@ def _write_crash_log(argv: Sequence[str] | None) -> Path:
     for mod in ("torch", "transformers", "accelerate", "libcst", "git"):
         try:
             versions.append(f"{mod} {importlib.import_module(mod).__version__}")
-        except Exception as e:  # the report must be written whatever is broken
+        except Exception as e:  # noqa: BLE001 - the report must be written whatever is broken
             versions.append(f"{mod} unavailable ({type(e).__name__})")
     log.write_text(
         "### ropefix crash report\n\n"

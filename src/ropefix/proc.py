@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 from ropefix.errors import RopefixError
 
@@ -49,8 +49,9 @@ def run(
     """Run ``cmd``; with ``check`` a non-zero exit raises RopefixError carrying command, code and output."""
     args = tuple(str(c) for c in cmd)
     try:
-        p = subprocess.run(
+        p = subprocess.run(  # the exit code is judged below, with the output in the error
             args,
+            check=False,
             cwd=cwd,
             env=clean_env(env),
             input=input,
@@ -69,4 +70,3 @@ def run(
 def python() -> str:
     """The interpreter running ropefix (subprocess checks run in the same environment)."""
     return sys.executable
-

@@ -128,7 +128,7 @@ def discover() -> tuple[list[Family], list[Skipped]]:
             continue
         try:
             mod = importlib.import_module(_text_module(info.name))
-        except Exception as e:  # a model needing an optional dependency is skipped, with why
+        except Exception as e:  # noqa: BLE001 - a model needing an optional dependency is skipped, with why
             skipped.append(Skipped(info.name, f"import failed: {type(e).__name__}: {e}"))
             continue
         picked = _pick_classes(info.name, mod)
@@ -149,7 +149,7 @@ def _pick_classes(name: str, mod: Any) -> list[Family]:
             continue
         try:
             has_vision = "vision_config" in cfg_cls().to_dict()
-        except Exception:
+        except Exception:  # noqa: BLE001, S112 - a config that cannot be built has no vision tower to test
             continue
         if has_vision:
             out.append(Family(name, cls_name, cfg_cls.__name__, mod.__name__))
@@ -216,7 +216,7 @@ def _remap_tokens(node: dict[str, Any], mapping: dict[int, int]) -> None:
             continue
         if isinstance(v, dict):
             _remap_tokens(v, mapping)
-        elif (k.endswith("_token_id") or k.endswith("_token_index")) and isinstance(v, int) and v >= VOCAB:
+        elif (k.endswith(("_token_id", "_token_index"))) and isinstance(v, int) and v >= VOCAB:
             node[k] = mapping.setdefault(v, VOCAB - 1 - len(mapping))
         elif k.endswith("_token_id") and isinstance(v, list):
             node[k] = [mapping.setdefault(x, VOCAB - 1 - len(mapping)) if x >= VOCAB else x for x in v]
@@ -258,7 +258,7 @@ def _token_values(cfg: Any) -> list[int]:
     out = []
     for holder in (cfg, getattr(cfg, "text_config", None), getattr(cfg, "vision_config", None)):
         for k, v in vars(holder).items() if holder is not None else ():
-            if (k.endswith("_token_id") or k.endswith("_token_index")) and isinstance(v, int):
+            if (k.endswith(("_token_id", "_token_index"))) and isinstance(v, int):
                 out.append(v)
     return out
 
@@ -398,7 +398,7 @@ def _probe_video(tiny: TinyModel) -> str | None:
         try:
             with torch.no_grad():
                 tiny.model(**inputs(tiny, p, video_layout=layout))
-        except Exception as e:  # the wrong layout fails the model's own token/feature count check
+        except Exception as e:  # noqa: BLE001 - the wrong layout fails the model's own token/feature count check
             tiny.notes.append(f"video layout {layout}: {type(e).__name__}: {str(e)[:120]}")
             continue
         finally:

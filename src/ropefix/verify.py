@@ -315,8 +315,10 @@ def _yn(v: bool | None) -> str:
 
 def render(r: VerifyResult) -> str:
     lines = [
-        f"transformers {r.transformers} (torch {r.torch}) at {r.tree}: {r.status} ({r.duration_s:.0f}s, "
-        f"profile {r.profile})"
+        (
+            f"transformers {r.transformers} (torch {r.torch}) at {r.tree}: {r.status} ({r.duration_s:.0f}s, "
+            f"profile {r.profile})"
+        )
     ]
     for m in r.models:
         lines.append(f"\n{m.model}: {m.status}, {m.examples_run} examples run")

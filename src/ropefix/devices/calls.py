@@ -46,10 +46,24 @@ PASSTHROUGH = [
 # tensor argument is on (``torch.arange(n)`` with a 0-dim cuda ``n`` reads its value as a number).
 FACTORIES = [
     getattr(torch, name)
-    for name in (
-        "arange range linspace logspace full zeros ones empty eye rand randn randint randperm "
-        "tril_indices triu_indices scalar_tensor"
-    ).split()
+    for name in [
+        "arange",
+        "range",
+        "linspace",
+        "logspace",
+        "full",
+        "zeros",
+        "ones",
+        "empty",
+        "eye",
+        "rand",
+        "randn",
+        "randint",
+        "randperm",
+        "tril_indices",
+        "triu_indices",
+        "scalar_tensor",
+    ]
 ]
 
 UNCHECKED = [
