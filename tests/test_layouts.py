@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -57,3 +58,29 @@ def test_strategy_layouts_are_valid(layout: ly.Layout) -> None:
     j = layout.to_json()
     assert set(j["device_map"].values()) <= {f"cuda:{i}" for i in range(layout.n_devices)}
     assert layout.kind in layout.short()
+
+
+def test_towers_apart_is_the_coarsest_cover_with_towers_on_the_first_device() -> None:
+    import torch
+
+    class Tower(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = torch.nn.ModuleList([torch.nn.Linear(2, 2) for _ in range(3)])
+
+    class Inner(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.visual = Tower()
+            self.language_model = torch.nn.ModuleDict({"embed": torch.nn.Embedding(4, 2)})
+            self.empty = torch.nn.Identity()
+
+    class Top(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = Inner()
+            self.lm_head = torch.nn.Linear(2, 4)
+
+    assert ly.towers_apart(Top()) == {"model.visual": 0, "model.language_model": 1, "lm_head": 1}
+    with pytest.raises(ValueError, match="no vision or audio tower"):
+        ly.towers_apart(Inner().language_model)

@@ -16,6 +16,8 @@ from ropefix.store import Store
 
 REAL = ("4.49.0", "4.53.3")  # the same mirror tests/test_checkout.py builds
 ISSUE = "https://github.com/huggingface/transformers/issues/12345"
+NAIVE_FROM = "self.rope_deltas = rope_deltas\n"
+NAIVE_TO = "self.rope_deltas = rope_deltas.to(cache_position.device)\n"
 
 
 @pytest.fixture(scope="session")
@@ -58,8 +60,18 @@ def test_pr_series_applies_and_its_tests_go_red_to_green(mirror: Path, shared_st
     before = _run_tests(py, clean.path, result.tests)
     assert before.returncode != 0
     assert "Expected all tensors to be on the same device" in before.stdout
-    assert before.stdout.count("test_decode_with_cache_position_on_another_accelerator") >= len(result.tests)
+    assert before.stdout.count("test_generate_with_the_model_split_across_accelerators") >= len(result.tests)
     assert "test_forward_without_cache_position_after_prefill FAILED" not in before.stdout
+
+    # the CPU test guards the path without cache_position: the quoted one-liner fails it
+    for rel in result.tests:
+        model = Path(rel).parent.name
+        modeling = clean.path / "src" / "transformers" / "models" / model / f"modeling_{model}.py"
+        modeling.write_text(modeling.read_text().replace(NAIVE_FROM, NAIVE_TO))
+    naive = _run_tests(py, clean.path, result.tests)
+    assert naive.returncode != 0
+    assert naive.stdout.count("test_forward_without_cache_position_after_prefill") >= len(result.tests)
+    assert "'NoneType' object has no attribute 'device'" in naive.stdout
 
 
 def _safe_repo(tmp_path: Path) -> Path:
@@ -100,9 +112,12 @@ def test_tests_join_an_existing_upstream_test_file() -> None:
         "from transformers.testing_utils import require_torch, torch_device\n\n\n"
         "class ToyModelTest(unittest.TestCase):\n    pass\n"
     )
-    t = testgen.Target("toy_vl", "ToyVLForConditionalGeneration", "ToyVLConfig", {"vocab_size": 320})
+    device_map = {"model.visual": 0, "model.language_model": 1, "lm_head": 1}
+    t = testgen.Target("toy_vl", "ToyVLForConditionalGeneration", "ToyVLConfig", {"vocab_size": 320}, device_map)
     text = testgen.add_to_existing(existing, t)
     compile(text, "test_modeling_toy_vl.py", "exec")
+    assert f"from_pretrained(tmp_dir, device_map={device_map!r})" in text
+    assert "import tempfile\n" in text and text.count("import unittest\n") == 1
     assert text.startswith(existing.split("\n\n\n")[0].rsplit("\n", 1)[0])
     assert "require_torch_multi_accelerator" in text and "class ToyVlRopeDeltasDeviceTest" in text
     assert "class ToyModelTest" in text and "ToyVLConfig(**{'vocab_size': 320})" in text

@@ -76,9 +76,25 @@ def units(model: Any) -> Units:
         raise ValueError(f"{type(model).__name__}: no decoder layer stack found")
     _, stack = max(stacks)
     layer_units = [f"{stack}.{i}" for i in range(len(named[stack]))]
-    towers = [n for n in named if n and _is_tower(n) and not _in_tower(_parent(n))]
-    anchors = set(layer_units) | set(towers)
+    towers = _towers(named)
+    out = _cover(model, set(layer_units) | set(towers))
+    if any(True for _ in model.parameters(recurse=False)) or any(True for _ in model.buffers(recurse=False)):
+        raise ValueError(f"{type(model).__name__} holds tensors at its root; it cannot be split by units")
+    emb = model.get_input_embeddings()
+    out_emb = model.get_output_embeddings()
+    by_id = {id(m): n for n, m in named.items()}
+    embeddings = tuple(u for u in out if u == by_id.get(id(emb)))
+    head = tuple(u for u in out if out_emb is not None and u == by_id.get(id(out_emb)))
+    return Units(tuple(out), tuple(towers), tuple(layer_units), embeddings, head)
 
+
+def _towers(named: dict[str, Any]) -> list[str]:
+    return [n for n in named if n and _is_tower(n) and not _in_tower(_parent(n))]
+
+
+def _cover(model: Any, anchors: set[str]) -> list[str]:
+    """Module paths covering every parameter and buffer once: the anchors, and the largest
+    modules around them that hold tensors and contain no anchor."""
     out: list[str] = []
 
     def walk(prefix: str, mod: Any) -> None:
@@ -92,14 +108,7 @@ def units(model: Any) -> Units:
                 out.append(name)
 
     walk("", model)
-    if any(True for _ in model.parameters(recurse=False)) or any(True for _ in model.buffers(recurse=False)):
-        raise ValueError(f"{type(model).__name__} holds tensors at its root; it cannot be split by units")
-    emb = model.get_input_embeddings()
-    out_emb = model.get_output_embeddings()
-    by_id = {id(m): n for n, m in named.items()}
-    embeddings = tuple(u for u in out if u == by_id.get(id(emb)))
-    head = tuple(u for u in out if out_emb is not None and u == by_id.get(id(out_emb)))
-    return Units(tuple(out), tuple(towers), tuple(layer_units), embeddings, head)
+    return out
 
 
 def _parent(name: str) -> str:
@@ -146,6 +155,18 @@ def ends_apart(u: Units, body: dict[str, int], emb_device: int, head_device: int
     for h in u.head:
         out[h] = head_device
     return out
+
+
+def towers_apart(model: Any) -> dict[str, int]:
+    """The coarsest map with every tower on accelerator 0 and everything else on 1, by module path.
+
+    The vision-apart layout in the fewest entries a person would write by hand (a test's literal
+    ``device_map``): the prefill's inputs and the language model end up on different devices.
+    """
+    towers = _towers(dict(model.named_modules()))
+    if not towers:
+        raise ValueError(f"{type(model).__name__}: no vision or audio tower to put apart")
+    return {name: 0 if name in towers else 1 for name in _cover(model, set(towers))}
 
 
 def used_devices(device_map: dict[str, int]) -> int:

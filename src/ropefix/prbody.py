@@ -86,8 +86,8 @@ def describe(ctx: Context) -> list[str]:
         lines += [
             "",
             (
-                "Tests added (CPU path without `cache_position`; a multi-accelerator decode, skipped without "
-                "two devices):"
+                "Tests added (CPU path without `cache_position`, which the quoted one-liner breaks; `generate` "
+                "with the model split by `device_map`, vision tower apart, skipped without two accelerators):"
             ),
             *[f"- `{t}`" for t in ctx.tests],
         ]
