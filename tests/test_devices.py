@@ -86,6 +86,31 @@ def test_factories_without_device_ignore_the_device_of_tensor_arguments(sim, mak
     assert torch.arange(4, out=out).device == torch.device("cuda:0")
 
 
+@pytest.mark.parametrize(
+    "shape_call",
+    [
+        lambda x, n: x[:, :1].expand(-1, n),
+        lambda x, n: x.view(n // 2, -1),
+        lambda x, n: x.reshape(-1, n),
+        lambda x, n: torch.reshape(x, (n, -1)),
+        lambda x, n: x.repeat(1, n),
+        lambda x, n: x.narrow(1, 0, n),
+        lambda x, n: x.unsqueeze(n - 4),
+        lambda x, n: x.split(n // 2, dim=1)[0],
+        lambda x, n: x.new_zeros(n, 2),
+        lambda x, n: x.flatten(0, n - 3),
+    ],
+)
+@pytest.mark.parametrize("where", ["cpu", "cuda:1"])
+def test_shape_calls_read_0_dim_tensors_as_numbers(sim, shape_call, where: str) -> None:
+    # sizes and dims taken from a tensor on another device (a grid read from cuda) never mix devices
+    x = torch.arange(8.0, device=where).reshape(2, 4)
+    n = torch.tensor(4, device="cuda:0")
+    out = shape_call(x, n)
+    assert out.device == torch.device(where)
+    assert out.sum().device == torch.device(where)
+
+
 def test_cpu_tensors_stay_cpu(sim) -> None:
     t = torch.ones(3)
     assert t.device == CPU and not t.is_cuda and t.get_device() == -1

@@ -66,8 +66,39 @@ FACTORIES = [
     ]
 ]
 
+# Shape calls: ``self`` is their only tensor parameter; sizes, dims and counts are integers, so a
+# 0-dim tensor passed there is read as a number (``x.expand(-1, w)`` with a cuda ``w``) and never
+# compared with ``self``'s device.
+_SHAPE_CALLS = [
+    "expand",
+    "view",
+    "reshape",
+    "repeat",
+    "tile",
+    "narrow",
+    "permute",
+    "transpose",
+    "select",
+    "unsqueeze",
+    "squeeze",
+    "flatten",
+    "unflatten",
+    "split",
+    "chunk",
+    "roll",
+    "movedim",
+    "new_zeros",
+    "new_ones",
+    "new_empty",
+    "new_full",
+]
+SHAPE_CALLS = [getattr(Tensor, m) for m in _SHAPE_CALLS] + [
+    getattr(torch, m) for m in _SHAPE_CALLS if not m.startswith(("new_", "expand", "view", "repeat"))
+]
+
 UNCHECKED = [
     *(getattr(Tensor, m) for m in ["copy_", "expand_as", "view_as", "reshape_as", "new_tensor", "set_"]),
+    *SHAPE_CALLS,
     Tensor.data.__set__,
     Tensor.grad.__set__,
     torch.broadcast_tensors,
@@ -144,7 +175,7 @@ class Calls:
             }
         )
         # No device check at all in PyTorch: cross-device copies, views shaped like another
-        # tensor, and assigning .data. The result lives where ``self`` does.
+        # tensor, shape calls, and assigning .data. The result lives where ``self`` does.
         table.update(dict.fromkeys(UNCHECKED, self.unchecked))
         table.update(dict.fromkeys(FACTORIES, self._factory))
         return table
