@@ -106,6 +106,11 @@ def test_release_tree_is_made_once_and_refused_when_modified(fake: FakeIndex) ->
     assert (root / MODEL).is_file()
     fake.stop()  # reuse needs no index
     assert sources.release_tree("1.1.0") == root
+    # importing the tree writes bytecode next to it: that is no change to the release
+    cache = (root / MODEL).parent / "__pycache__"
+    cache.mkdir()
+    (cache / "modeling_qwen2_vl.cpython-311.pyc").write_bytes(b"\0")
+    assert sources.release_tree("1.1.0") == root
     (root / MODEL).write_text("changed\n")
     with pytest.raises(RopefixError, match="read-only"):
         sources.release_tree("1.1.0")

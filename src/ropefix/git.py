@@ -315,6 +315,16 @@ class Repo:
     def _git_dir(self) -> Path:
         return Path(self.run("rev-parse", "--absolute-git-dir"))
 
+    def ignore(self, patterns: Sequence[str]) -> None:
+        """Have git ignore ``patterns`` in this repository and all its work trees (``info/exclude``)."""
+        common = Path(self.run("rev-parse", "--git-common-dir"))
+        exclude = (common if common.is_absolute() else self.path / common) / "info" / "exclude"
+        have = exclude.read_text().splitlines() if exclude.exists() else []
+        missing = [p for p in patterns if p not in have]
+        if missing:
+            exclude.parent.mkdir(parents=True, exist_ok=True)
+            exclude.write_text("".join(f"{line}\n" for line in [*have, *missing]))
+
     def checkout(self, ref: str) -> None:
         """Switch to branch ``ref``, or detach at ``ref`` when it is a tag or commit."""
         if self.has_ref(f"refs/heads/{ref}"):

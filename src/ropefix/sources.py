@@ -260,13 +260,19 @@ def _release_tags(repo: git.Repo) -> list[str]:
 # -- the pypi source ------------------------------------------------------------------------------
 
 
+BYTECODE = ("__pycache__/", "*.py[cod]")
+
+
 def _history(store: Store) -> git.Repo:
     path = store.path("repos", HISTORY_REPO)
     with store.lock(f"repo-{HISTORY_REPO}"):
         if not git.is_repo(path):
             with store.atomic_dir(path) as tmp:
                 git.init(tmp, bare=True)
-    return git.Repo(path)
+        history = git.Repo(path)
+        # sdists carry no .gitignore: bytecode written by importing a release tree is not a change
+        history.ignore(BYTECODE)
+    return history
 
 
 def _import_release(store: Store, version: str) -> str:
