@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
+from wheelenv import WHEEL_RELEASE, make_env, wheel
 
 from ropefix.store import ENV_VAR, Store
 
@@ -27,6 +29,22 @@ def shared_store() -> Store:
     """
     root = os.environ.get("ROPEFIX_TEST_CACHE") or str(Path.home() / ".cache" / "ropefix-tests")
     return Store(Path(root))
+
+
+@pytest.fixture(scope="session")
+def pristine_env(shared_store: Store, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A venv holding transformers WHEEL_RELEASE installed from its wheel (built once per session)."""
+    root = tmp_path_factory.mktemp("wheelenv") / "venv"
+    make_env(root, wheel(shared_store, WHEEL_RELEASE))
+    return root
+
+
+@pytest.fixture
+def site(pristine_env: Path, tmp_path: Path) -> Path:
+    """The site-packages of a private copy of that venv, so each test may change its files."""
+    env = tmp_path / "venv"
+    shutil.copytree(pristine_env, env, symlinks=True)
+    return next(env.glob("lib/python*/site-packages"))
 
 
 def _register_hypothesis_profiles() -> None:

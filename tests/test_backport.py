@@ -2,37 +2,22 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
-from wheelenv import make_env, wheel
+from wheelenv import WHEEL_RELEASE
 
 from ropefix import backport, install, patches, sources
 from ropefix.errors import RopefixError
 from ropefix.main import main
 from ropefix.store import ENV_VAR, Store
 
-VERSION = "4.49.0"
+VERSION = WHEEL_RELEASE
 
 
 @pytest.fixture(scope="session")
 def release(shared_store: Store) -> Path:
     return sources.release_tree(VERSION, store=shared_store)
-
-
-@pytest.fixture(scope="session")
-def pristine_env(shared_store: Store, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("wheelenv") / "venv"
-    make_env(root, wheel(shared_store, VERSION))
-    return root
-
-
-@pytest.fixture
-def site(pristine_env: Path, tmp_path: Path) -> Path:
-    env = tmp_path / "venv"
-    shutil.copytree(pristine_env, env, symlinks=True)
-    return next(env.glob("lib/python*/site-packages"))
 
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]

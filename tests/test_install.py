@@ -3,39 +3,22 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from wheelenv import make_env, wheel
+from wheelenv import WHEEL_RELEASE
 
 from ropefix import install as ins
 from ropefix.errors import RopefixError
-from ropefix.store import Store
 
-VERSION = "4.49.0"
+VERSION = WHEEL_RELEASE
 FILES = [
     "transformers/models/qwen2_vl/modeling_qwen2_vl.py",
     "transformers/models/qwen2_5_vl/modeling_qwen2_5_vl.py",
     "transformers/models/qwen2_5_vl/modular_qwen2_5_vl.py",
     "transformers/models/qwen2_audio/modeling_qwen2_audio.py",
 ]
-
-
-@pytest.fixture(scope="session")
-def pristine_env(shared_store: Store, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("wheelenv") / "venv"
-    make_env(root, wheel(shared_store, VERSION))
-    return root
-
-
-@pytest.fixture
-def site(pristine_env: Path, tmp_path: Path) -> Path:
-    """A private copy of the venv, so each test may change its files."""
-    env = tmp_path / "venv"
-    shutil.copytree(pristine_env, env, symlinks=True)
-    return next(env.glob("lib/python*/site-packages"))
 
 
 def synthetic_patch(site: Path, files: list[str] = FILES) -> ins.Patch:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from ropefix.store import Store
 
+WHEEL_RELEASE = "4.49.0"  # the release the install and backport tests install from its wheel
+
 
 def wheel(store: Store, version: str) -> Path:
     folder = store.path("downloads", "wheels")
