@@ -99,6 +99,8 @@ def test_factories_without_device_ignore_the_device_of_tensor_arguments(sim, mak
         lambda x, n: x.split(n // 2, dim=1)[0],
         lambda x, n: x.new_zeros(n, 2),
         lambda x, n: x.flatten(0, n - 3),
+        lambda x, n: torch.nn.functional.pad(x, (0, n, 0, n - 3), "constant", -1.0),
+        lambda x, n: x.view((n // 2, n)),
     ],
 )
 @pytest.mark.parametrize("where", ["cpu", "cuda:1"])

@@ -140,8 +140,8 @@ class DeviceMode(Calls, TorchFunctionMode):
             return out
         ts = [a for a in operands if isinstance(a, Tensor)]
         for a in operands:
-            if isinstance(a, SEQ):
-                ts.extend(e for e in a if isinstance(e, Tensor))
+            if isinstance(a, SEQ):  # 0-dim integers in a list are sizes (F.pad's pads, view's shape): numbers
+                ts.extend(e for e in a if isinstance(e, Tensor) and not _is_size(e))
         return self._mixed(func, args, kwargs, ts)
 
     def _mixed(self, func: Any, args: tuple, kwargs: dict, ts: list[Tensor]) -> Any:
@@ -228,6 +228,10 @@ class DeviceMode(Calls, TorchFunctionMode):
 
 def _is_int(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_size(t: Tensor) -> bool:
+    return t.dim() == 0 and not (t.is_floating_point() or t.is_complex())
 
 
 def _contains(seq: list[Tensor], t: Tensor) -> bool:
