@@ -51,6 +51,14 @@ def test_selection_follows_the_scan() -> None:
     focus = {v: Version(v) < Version("4.50") for v in scan}
     sel = toxenv.select_releases(scan, focus)
     assert sel.quick == ("4.49.0", "5.0.0", "5.1.0") and "verify's models" in sel.reasons["4.49.0"]
+    # and the oldest release where all of verify's models are affected: the oldest shape, red first
+    complete = {v: Version("4.49") <= Version(v) < Version("4.58") for v in scan}
+    sel = toxenv.select_releases(scan, focus, complete)
+    assert sel.quick == ("4.49.0", "5.0.0", "5.1.0")
+    complete = {v: Version("4.45") <= Version(v) < Version("4.58") for v in scan}
+    sel = toxenv.select_releases(scan, {v: v == "4.57.6" for v in scan}, complete)
+    assert sel.quick == ("4.45.2", "4.57.6", "5.0.0", "5.1.0")
+    assert "oldest where all of verify's models" in sel.reasons["4.45.2"]
     # nothing safe yet: the latest (affected) closes the list
     sel = toxenv.select_releases({"4.49.0": True, "4.50.3": True})
     assert sel.full == ("4.49.0", "4.50.3") and "latest" in sel.reasons["4.50.3"]
@@ -65,7 +73,7 @@ versions = st.tuples(st.sampled_from([4, 5]), st.integers(0, 30), st.integers(0,
 def test_selection_invariants(scan: dict[str, bool]) -> None:
     sel = toxenv.select_releases(scan)
     latest = max(scan, key=Version)
-    assert latest in sel.full and set(sel.quick) <= set(sel.full) and 1 <= len(sel.quick) <= 3
+    assert latest in sel.full and set(sel.quick) <= set(sel.full) and 1 <= len(sel.quick) <= 4
     for v in sel.full:  # one env per minor: the minor's latest patch
         same_minor = [w for w in scan if Version(w).release[:2] == Version(v).release[:2]]
         if scan[v]:
@@ -90,6 +98,11 @@ def test_parse_scan_shapes() -> None:
     }
     assert toxenv.parse_scan(scan) == {"5.3.0": True, "5.4.0": False, "5.5.0": False}
     assert toxenv.parse_scan(scan, ("m",)) == {"5.3.0": False, "5.4.0": False, "5.5.0": False}
+    # the release axis follows one rule: a companion rule's sites alone do not make a release affected
+    scan["5.5.0"]["sites"] = [{"model": "m", "rule": "causal-mask", "status": "affected"}]
+    scan["5.3.0"]["sites"][1]["rule"] = "rope-deltas"
+    assert toxenv.parse_scan(scan, rule="rope-deltas") == {"5.3.0": True, "5.4.0": False, "5.5.0": False}
+    assert toxenv.parse_scan(scan) == {"5.3.0": True, "5.4.0": False, "5.5.0": True}
     with pytest.raises(RopefixError, match="names no releases"):
         toxenv.parse_scan({"oops": 1})
 
@@ -118,7 +131,7 @@ def test_the_repos_tox_ini_quick_label_is_ci_sized() -> None:
     quick = toxenv.list_envs(REPO / "tox.ini", "quick")
     full = toxenv.list_envs(REPO / "tox.ini", "full")
     specs = toxenv.all_specs(REPO / "tox.ini")
-    assert 2 <= len(quick) <= 3 and set(quick) <= set(full)
+    assert 2 <= len(quick) <= 4 and set(quick) <= set(full)
     # the quick label uses only the local CPU torch (any other torch is a ~1 GB download)
     assert {specs[e].torch for e in quick} == {toxenv.QUICK_TORCH}
     assert {specs[e].torch for e in full} == set(toxenv.TORCHES)

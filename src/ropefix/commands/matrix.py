@@ -110,14 +110,19 @@ def _sync_tox(tox_ini: Path, scan_file: Path | None, torches: list[str]) -> int:
         ui.info("matrix: scanning 4.45-latest (ropefix scan) to choose the releases")
         done = proc.run([proc.python(), "-m", "ropefix", "scan", "--versions", "4.45-latest", "--json"], check=True)
         data = json.loads(done.out)
+    from ropefix.rules import REGISTRY
     from ropefix.verify import DEFAULT_MODELS  # quick must hold a release where verify's models are affected
 
-    scan = toxenv.parse_scan(data)
+    # The release axis follows the mission's rule (rope-deltas); every cell verifies all rules.
+    rule = next(iter(REGISTRY))
+    scan = toxenv.parse_scan(data, rule=rule)
     try:
-        focus = toxenv.parse_scan(data, DEFAULT_MODELS)
+        focus = toxenv.parse_scan(data, DEFAULT_MODELS, rule)
+        each = [toxenv.parse_scan(data, (m,), rule) for m in DEFAULT_MODELS]
+        complete = {v: all(e.get(v, False) for e in each) for v in scan}
     except RopefixError:
-        focus = None
-    sel = toxenv.select_releases(scan, focus)
+        focus = complete = None
+    sel = toxenv.select_releases(scan, focus, complete)
     quick_torch = toxenv.QUICK_TORCH if toxenv.QUICK_TORCH in torches else torches[-1]
     text = tox_ini.read_text()
     new = toxenv.replace_block(text, toxenv.render_block(sel, torches, quick_torch))

@@ -83,13 +83,17 @@ class Selection:
     reasons: dict[str, str]
 
 
-def select_releases(scan: dict[str, bool], focus: dict[str, bool] | None = None) -> Selection:
+def select_releases(
+    scan: dict[str, bool], focus: dict[str, bool] | None = None, complete: dict[str, bool] | None = None
+) -> Selection:
     """From {release: affected} (a scan over 4.45-latest) pick the matrix's transformers releases.
 
     full: every affected minor's latest patch, the first release after the last affected one that
-    the scan finds safe, and the latest release. quick (CI-sized, at most 3): the newest release
-    whose affected sites are in models verify checks (``focus``: {release: affected there}; without
-    it, the oldest affected), the newest affected, and the first safe one (or the latest).
+    the scan finds safe, and the latest release. quick (CI-sized, at most 4): the oldest release
+    where every model verify checks is affected (``complete``: {release: all of them affected}; the
+    oldest code shape, where the bug is expected to go red), the newest release whose affected sites
+    are in models verify checks (``focus``: {release: affected there}; without it, the oldest
+    affected), the newest affected, and the first safe one (or the latest).
     """
     if not scan:
         raise RopefixError(
@@ -115,6 +119,10 @@ def select_releases(scan: dict[str, bool], focus: dict[str, bool] | None = None)
     if verified:
         reasons[verified[-1]] += "; newest where verify's models are affected"
     quick = {verified[-1] if verified else affected[0], affected[-1]} if affected else set()
+    whole = [v for v in affected if (complete or {}).get(v)]
+    if whole:
+        reasons[whole[0]] += "; oldest where all of verify's models are affected"
+        quick.add(whole[0])
     quick.add(first_safe or ordered[-1])
     return Selection(full=full, quick=tuple(sorted(quick, key=Version)), reasons=reasons)
 
@@ -178,11 +186,11 @@ TORCHES = ("2.6.0", "2.13.0")
 QUICK_TORCH = "2.13.0"
 
 
-def parse_scan(data: object, models: tuple[str, ...] | None = None) -> dict[str, bool]:
+def parse_scan(data: object, models: tuple[str, ...] | None = None, rule: str | None = None) -> dict[str, bool]:
     """``ropefix scan --versions ... --json`` output -> {release: affected}.
 
     The scan prints {release: {"sites": [{"status": "affected"|"fixed"|..., ...}], ...}}: a release is
-    affected when one of its sites is (in one of ``models``, when given). Also accepted: {release: bool}, or a list of objects with
+    affected when one of its sites is (in one of ``models`` and of ``rule``, when given). Also accepted: {release: bool}, or a list of objects with
     "version" and "affected" (optionally under "releases").
     """
     if isinstance(data, dict) and isinstance(data.get("releases"), (list, dict)):
@@ -197,6 +205,7 @@ def parse_scan(data: object, models: tuple[str, ...] | None = None) -> dict[str,
                     isinstance(s, dict)
                     and s.get("status") == "affected"
                     and (models is None or s.get("model") in models)
+                    and (rule is None or s.get("rule") == rule)
                     for s in item["sites"]
                 )
     elif isinstance(data, list):
