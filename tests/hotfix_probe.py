@@ -1,8 +1,9 @@
 """Run inside an environment holding one transformers release: hotfix red/green under the simulator.
 
 The state a split model reaches (deltas stored on one accelerator at prefill, the decode step's
-``cache_position`` on another) is produced on a tiny model, then the decode step runs: without the
-hotfix, with ``hotfix(model)``, and with ``hotfix_class``. Prints one JSON object.
+``cache_position`` on another) is produced on a tiny model, then a hand-written decode step and a
+``generate`` run: without the hotfix, with ``hotfix(model)``, and with ``hotfix_class``. Prints one
+JSON object.
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ from ropefix.tinymodels import Prompt
 DEVICE_ERROR = "Expected all tensors to be on the same device"
 
 
+def _move_deltas(model: torch.nn.Module, device: str) -> None:
+    for m in model.modules():
+        if isinstance(m.__dict__.get("rope_deltas"), torch.Tensor):
+            m.rope_deltas = m.rope_deltas.to(device)
+
+
 def decode_step(fam: str, fix: str) -> str:
     tiny = tinymodels.fresh(fam)
     # token ids older modeling code reads from the config, which only config.json would set
@@ -41,8 +48,7 @@ def decode_step(fam: str, fix: str) -> str:
                 holders = [m for m in model.modules() if isinstance(m.__dict__.get("rope_deltas"), torch.Tensor)]
                 if not holders:
                     return "no-deltas"
-                for m in holders:  # where a split layout leaves them: the device of the prefill's inputs
-                    m.rope_deltas = m.rope_deltas.to("cuda:1")
+                _move_deltas(model, "cuda:1")  # where a split layout leaves them: the prefill inputs' device
                 nxt = out.logits[:, -1].argmax(-1)[:, None]
                 mask = torch.cat([x["attention_mask"], torch.ones_like(x["attention_mask"][:, :1])], -1)
                 model(
@@ -53,6 +59,13 @@ def decode_step(fam: str, fix: str) -> str:
                     use_cache=True,
                 )
                 model(**x, use_cache=False)  # a plain forward (no cache_position) still works
+                # generate: from 5.0 the deltas are combined in prepare_inputs_for_generation, which
+                # a forward loop never calls; after every forward they are left where a split leaves them
+                hook = model.register_forward_hook(lambda *_: _move_deltas(model, "cuda:1"))
+                try:
+                    model.generate(**x, max_new_tokens=3, do_sample=False)
+                finally:
+                    hook.remove()
             return "green"
         except RuntimeError as e:
             if DEVICE_ERROR in str(e):

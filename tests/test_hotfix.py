@@ -104,7 +104,7 @@ def test_no_op_where_not_needed_and_without_cache_position() -> None:
 
 @pytest.mark.network
 @pytest.mark.slow
-@pytest.mark.parametrize("version", ["4.49.0", "4.57.6", "5.3.0"])
+@pytest.mark.parametrize("version", ["4.49.0", "4.57.6", "5.1.0", "5.3.0"])  # quick matrix affected + 4.57
 def test_real_release_red_without_green_with(version: str, shared_store: Store) -> None:
     """Affected (the engine's scan says so): red without, green with. Safe: the hotfix changes nothing."""
     py = release_python(shared_store, version)
