@@ -190,8 +190,9 @@ def parse_scan(data: object, models: tuple[str, ...] | None = None, rule: str | 
     """``ropefix scan --versions ... --json`` output -> {release: affected}.
 
     The scan prints {release: {"sites": [{"status": "affected"|"fixed"|..., ...}], ...}}: a release is
-    affected when one of its sites is (in one of ``models`` and of ``rule``, when given). Also accepted: {release: bool}, or a list of objects with
-    "version" and "affected" (optionally under "releases").
+    affected when one of its sites is (in one of ``models`` and of ``rule``, when given). Also
+    accepted: {release: bool}, or a list of objects with "version" and "affected" (optionally under
+    "releases").
     """
     if isinstance(data, dict) and isinstance(data.get("releases"), (list, dict)):
         data = data["releases"]
