@@ -15,7 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ropefix import git, index, sources
+from ropefix import git
+from ropefix.releases import index, sources
 from ropefix.store import Store
 
 

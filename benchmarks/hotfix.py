@@ -16,8 +16,8 @@ import time
 import torch
 
 import ropefix
-from ropefix import tinymodels
-from ropefix.tinymodels import Prompt
+from ropefix.prove import tinymodels
+from ropefix.prove.tinymodels import Prompt
 
 STEPS = 16
 

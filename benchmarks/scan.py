@@ -13,7 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from ropefix import engine, proc, sources
+from ropefix import proc
+from ropefix.fix import engine
+from ropefix.releases import sources
 from ropefix.store import Store
 
 
@@ -29,7 +31,7 @@ def best(fn, n: int = 3) -> float:
 def cached_releases(store: Store) -> list[str]:
     base = store.path("worktrees", "releases")
     found = [p.name.removeprefix("transformers-") for p in base.glob("transformers-*")] if base.exists() else []
-    from ropefix import versions
+    from ropefix.releases import versions
 
     return versions.sort(found)
 

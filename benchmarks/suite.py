@@ -24,7 +24,7 @@ def main() -> None:
 
     import transformers
 
-    from ropefix import suite, tinymodels
+    from ropefix.prove import suite, tinymodels
 
     print(f"transformers {transformers.__version__}, {args.examples} examples per search round")
     for m in args.models:

@@ -17,9 +17,10 @@ import traceback
 
 import torch
 
-from ropefix import devices, tinymodels
+from ropefix import devices
 from ropefix import hotfix as hf
-from ropefix.tinymodels import Prompt
+from ropefix.prove import tinymodels
+from ropefix.prove.tinymodels import Prompt
 
 DEVICE_ERROR = "Expected all tensors to be on the same device"
 
@@ -80,7 +81,7 @@ def decode_step(fam: str, fix: str) -> str:
 def main(fam: str) -> None:
     import transformers
 
-    from ropefix import engine, rules
+    from ropefix.fix import engine, rules
 
     module = importlib.import_module(tinymodels.family(fam).module)
     cls = getattr(module, tinymodels.family(fam).model_class)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ropefix.matrix.model import Cell, Matrix, Timings
-from ropefix.status import Status
+from ropefix.prove.status import Status
 
 
 def verify_json(

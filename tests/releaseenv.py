@@ -1,10 +1,10 @@
-"""Test helper: ``ropefix.relenv`` environments kept in the shared test cache between runs."""
+"""Test helper: ``ropefix.releases.relenv`` environments kept in the shared test cache between runs."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ropefix import relenv
+from ropefix.releases import relenv
 from ropefix.store import Store
 
 

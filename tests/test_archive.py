@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from upstream import make_sdist
 
-from ropefix.archive import extract, files
 from ropefix.errors import RopefixError
+from ropefix.releases.archive import extract, files
 
 
 def _tar(path: Path, members: list[tarfile.TarInfo]) -> Path:

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from wheelenv import WHEEL_RELEASE
 
-from ropefix import backport, install, patches, sources
 from ropefix.errors import RopefixError
 from ropefix.main import main
+from ropefix.releases import sources
+from ropefix.ship import backport, install, patches
 from ropefix.store import ENV_VAR, Store
 
 VERSION = WHEEL_RELEASE

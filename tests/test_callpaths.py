@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ropefix import callpaths as cp
-from ropefix import tinymodels as tm
+from ropefix.prove import callpaths as cp
+from ropefix.prove import tinymodels as tm
 
 
 @pytest.mark.parametrize("path", sorted(cp.PATHS))

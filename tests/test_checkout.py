@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from upstream import FakeIndex, make_sdist, sdist_bytes, upstream_repo
 
-from ropefix import git, index, sources
+from ropefix import git
 from ropefix.errors import RopefixError
 from ropefix.main import main
+from ropefix.releases import index, sources
 from ropefix.store import Store
 
 MODEL = "src/transformers/models/qwen2_vl/modeling_qwen2_vl.py"

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ropefix import engine
 from ropefix.errors import RopefixError
+from ropefix.fix import engine
+from ropefix.fix.rules import AFFECTED, FIXED, select
 from ropefix.main import main
-from ropefix.rules import AFFECTED, FIXED, select
 from ropefix.store import Store
 
 SNIPPETS = Path(__file__).parent / "snippets"
@@ -223,7 +223,7 @@ def test_scan_memo_answers_like_a_fresh_parse_and_follows_edits(tmp_path: Path) 
 
 
 def test_cli_scan_versions_prints_a_release_by_model_table(tmp_path: Path, capsys, monkeypatch) -> None:
-    from ropefix import sources
+    from ropefix.releases import sources
 
     old, new = make_tree(tmp_path / "old"), make_tree(tmp_path / "new")
     engine.apply_tree(new, models=["alpha_vl"])

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from ropefix import engine, sources
-from ropefix.rules import AFFECTED, UNKNOWN
+from ropefix.fix import engine
+from ropefix.fix.rules import AFFECTED, UNKNOWN
+from ropefix.releases import sources
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 

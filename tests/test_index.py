@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from upstream import FakeIndex, sdist_bytes
 
-from ropefix import index
 from ropefix.errors import RopefixError
+from ropefix.releases import index
 from ropefix.store import Store
 
 

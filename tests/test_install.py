@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from wheelenv import WHEEL_RELEASE
 
-from ropefix import install as ins
 from ropefix.errors import RopefixError
+from ropefix.ship import install as ins
 
 VERSION = WHEEL_RELEASE
 FILES = [

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ropefix import layouts as ly
-from ropefix import tinymodels as tm
+from ropefix.prove import layouts as ly
+from ropefix.prove import tinymodels as tm
 
 NAMES = ("visual", "embed", "l0", "l1", "l2", "norm", "lm_head")
 U = ly.Units(NAMES, towers=("visual",), layers=("l0", "l1", "l2"), embeddings=("embed",), head=("lm_head",))

@@ -12,7 +12,7 @@ from matrix_fixtures import sample_matrix, verify_json
 
 from ropefix.matrix import report
 from ropefix.matrix.model import Matrix
-from ropefix.status import COLOURS, Status
+from ropefix.prove.status import COLOURS, Status
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -14,7 +14,7 @@ from matrix_fixtures import verify_json
 from ropefix.main import main
 from ropefix.matrix import runner, toxenv
 from ropefix.matrix.model import EnvSpec
-from ropefix.status import Status
+from ropefix.prove.status import Status
 
 FIXED = json.dumps(verify_json(Status.REPRODUCED_FIXED, "4.57.6", "2.13.0+cpu"))
 LATENT = json.dumps(verify_json(Status.LATENT, "5.0.0", "2.13.0+cpu", reproduced=False))
@@ -60,7 +60,7 @@ deps =
 commands = python -c "raise SystemExit('must not run')"
 
 [testenv:crash]
-commands = python -c "raise SystemExit('Traceback: ModuleNotFoundError: no module named ropefix.verify')"
+commands = python -c "raise SystemExit('Traceback: ModuleNotFoundError: no module named ropefix.prove.verify')"
 
 [testenv:garbage]
 commands = {_writer(tmp_path, "garbage", '{"status": "green"}')}
@@ -204,12 +204,12 @@ def test_one_real_env_runs_verify_against_its_installed_release(tmp_path: Path, 
 
 def test_envrun_verifies_only_default_models_the_release_has(tmp_path: Path, monkeypatch) -> None:
     import ropefix.main
-    import ropefix.verify
+    import ropefix.prove.verify
     from ropefix.matrix import envrun
 
     pkg = tmp_path / "transformers"
     (pkg / "models" / "qwen2_vl").mkdir(parents=True)  # like 4.45: qwen2_5_vl does not exist yet
-    monkeypatch.setattr(ropefix.verify, "package_of", lambda path: pkg)
+    monkeypatch.setattr(ropefix.prove.verify, "package_of", lambda path: pkg)
     seen = []
     monkeypatch.setattr(ropefix.main, "main", lambda argv: seen.append(argv) or print("{}") or 0)
     assert envrun.main([str(tmp_path / "e.json")]) == 0

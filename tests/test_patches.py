@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ropefix import patches, sources
+from ropefix.releases import sources
+from ropefix.ship import patches
 
 PATCHES = Path(__file__).resolve().parent.parent / "patches"
 INDEX = json.loads((PATCHES / patches.INDEX).read_text()) if (PATCHES / patches.INDEX).exists() else {"patches": []}
@@ -35,7 +36,7 @@ def test_patch_applies_to_its_release_and_equals_a_fresh_one(entry: dict, shared
 
 
 def test_a_drifted_patch_is_reported(tmp_path: Path) -> None:
-    from ropefix import engine
+    from ropefix.fix import engine
 
     root = tmp_path / "tree"
     model = root / "src/transformers/models/m"

@@ -10,8 +10,9 @@ import pytest
 from releaseenv import release_python
 from upstream import upstream_repo
 
-from ropefix import git, pr, testgen
+from ropefix import git
 from ropefix.errors import RopefixError
+from ropefix.ship import pr, testgen
 from ropefix.store import Store
 
 REAL = ("4.49.0", "4.53.3")  # the same mirror tests/test_checkout.py builds
@@ -124,7 +125,7 @@ def test_tests_join_an_existing_upstream_test_file() -> None:
 
 
 def test_commit_message_carries_the_failing_layout() -> None:
-    from ropefix import engine
+    from ropefix.fix import engine
 
     rep = engine.ApplyReport("root", "src/transformers", [], dry_run=False)
     layout = "generate-greedy on qwen2_vl; layout contiguous over 2 devices, inputs on cpu"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ropefix import prbody, upstream_checks
+from ropefix.ship import prbody, upstream_checks
 
 # A template written for this test in the shape upstream's has: a description, boxes, reviewers.
 TEMPLATE = """# What does this PR do?

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ropefix import suite, verify
-from ropefix.status import Status
+from ropefix.prove import suite, verify
+from ropefix.prove.status import Status
 
 # The release the red/green tests prove the fix on: found by running the reproducer over releases
 # (see the report in README's "Regression suite" section); tox's tests env pins it.
@@ -153,7 +153,7 @@ NAIVE_FROM = "self.rope_deltas = rope_deltas"
 NAIVE_TO = "self.rope_deltas = rope_deltas.to(cache_position.device)"
 PLAIN_FORWARD = """
 import torch
-from ropefix import callpaths, tinymodels
+from ropefix.prove import callpaths, tinymodels
 tiny = tinymodels.build("qwen2_vl")
 for kind in ("text", "image"):
     try:
@@ -180,7 +180,7 @@ def _stored_where_cache_position_is_a_parameter(src: str) -> bool:
 def _plain_forward(pkg: Path) -> str:
     from ropefix import proc
 
-    kit = Path(suite.__file__).resolve().parents[1]
+    kit = Path(suite.__file__).resolve().parents[2]
     env = {"PYTHONPATH": f"{pkg.parent}:{kit}", "OMP_NUM_THREADS": "1", "TRANSFORMERS_VERBOSITY": "error"}
     done = proc.run([sys.executable, "-c", PLAIN_FORWARD], env=env, check=True)
     return done.out

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ropefix import engine
 from ropefix.devices import simulate
-from ropefix.rules import AFFECTED, select
+from ropefix.fix import engine
+from ropefix.fix.rules import AFFECTED, select
 
 SNIPPET = (Path(__file__).parent / "snippets" / "causal_mask.py").read_text()
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ropefix import engine
 from ropefix.devices import simulate
 from ropefix.errors import RopefixError
-from ropefix.rules import AFFECTED, FIXED, REGISTRY, UNKNOWN, select
+from ropefix.fix import engine
+from ropefix.fix.rules import AFFECTED, FIXED, REGISTRY, UNKNOWN, select
 
 SNIPPETS = Path(__file__).parent / "snippets"
 RULES = select(None)

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ropefix import engine
 from ropefix.devices import simulate
-from ropefix.rules import select
+from ropefix.fix import engine
+from ropefix.fix.rules import select
 
 SNIPPET = (Path(__file__).parent / "snippets" / "rope_index_scatter.py").read_text()
 

@@ -9,7 +9,7 @@ import pytest
 from releaseenv import release_python
 
 from ropefix import job
-from ropefix.status import Status
+from ropefix.prove.status import Status
 from ropefix.store import Store
 
 VERSION = "4.49.0"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ropefix import tinymodels as tm
 from ropefix.errors import RopefixError
+from ropefix.prove import tinymodels as tm
 
 
 @pytest.fixture(scope="module")

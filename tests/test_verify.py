@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from ropefix import verify
 from ropefix.main import main
-from ropefix.status import Status
-from ropefix.suite import Example, Failure, SuiteResult
+from ropefix.prove import verify
+from ropefix.prove.status import Status
+from ropefix.prove.suite import Example, Failure, SuiteResult
 
 RULE_KEYS = {"rule", "pattern_present", "reproduced", "failing_layout", "failure_site", "fixed"}
 MODEL_KEYS = {"model", "rules", "other_findings", "examples_run"}

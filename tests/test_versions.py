@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from packaging.version import Version
 
 from ropefix.errors import RopefixError
-from ropefix.versions import nearest, resolve, sort
+from ropefix.releases.versions import nearest, resolve, sort
 
 AVAILABLE = [
     "4.9.0", "4.10.0", "4.45.0", "4.45.2", "4.46.0", "4.46.3", "4.49.0", "4.50.0rc1", "4.50.0", "4.50.3",

@@ -20,7 +20,8 @@ import tarfile
 import threading
 from pathlib import Path
 
-from ropefix import archive, git, index
+from ropefix import git
+from ropefix.releases import archive, index
 from ropefix.store import Store
 
 # Synthetic model code written for these tests (not upstream's): enough for scans to find.

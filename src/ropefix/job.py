@@ -16,8 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ropefix import backport, engine, proc, sources, ui
+from ropefix import proc, ui
 from ropefix.errors import RopefixError
+from ropefix.fix import engine
+from ropefix.releases import sources
+from ropefix.ship import backport
 from ropefix.store import Store
 
 
@@ -102,7 +105,7 @@ def run_job(
     _timed(result, "apply", apply)
 
     def env() -> tuple[str, str]:
-        from ropefix import relenv
+        from ropefix.releases import relenv
 
         if python:
             tree["python"] = python
@@ -136,7 +139,7 @@ def run_job(
     _timed(result, "verify", verify)
 
     def pull_request() -> tuple[str, str]:
-        from ropefix import pr
+        from ropefix.ship import pr
 
         history = _history_repo(store)
         matrix = Path("out/matrix.md")  # the matrix's table when it was run; else this run's verify

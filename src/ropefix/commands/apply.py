@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ropefix import engine
 from ropefix.commands.scan import split
+from ropefix.fix import engine
 
 
 def register(sub: argparse._SubParsersAction) -> None:

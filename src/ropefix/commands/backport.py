@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ropefix import backport, install, ui
+from ropefix import ui
 from ropefix.errors import RopefixError
+from ropefix.ship import backport, install
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ropefix import sources, ui
+from ropefix import ui
+from ropefix.releases import sources
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -110,8 +110,8 @@ def _sync_tox(tox_ini: Path, scan_file: Path | None, torches: list[str]) -> int:
         ui.info("matrix: scanning 4.45-latest (ropefix scan) to choose the releases")
         done = proc.run([proc.python(), "-m", "ropefix", "scan", "--versions", "4.45-latest", "--json"], check=True)
         data = json.loads(done.out)
-    from ropefix.rules import REGISTRY
-    from ropefix.verify import DEFAULT_MODELS  # quick must hold a release where verify's models are affected
+    from ropefix.fix.rules import REGISTRY
+    from ropefix.prove.verify import DEFAULT_MODELS  # quick must hold a release where verify's models are affected
 
     # The release axis follows the mission's rule (rope-deltas); every cell verifies all rules.
     rule = next(iter(REGISTRY))

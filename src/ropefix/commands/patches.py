@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ropefix import patches, ui
+from ropefix import ui
 from ropefix.commands.scan import split
 from ropefix.errors import RopefixError
+from ropefix.ship import patches
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ropefix import pr
+from ropefix.ship import pr
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -6,9 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-from ropefix import engine, ui
+from ropefix import ui
 from ropefix.errors import RopefixError
-from ropefix.rules import AFFECTED, FIXED, UNKNOWN
+from ropefix.fix import engine
+from ropefix.fix.rules import AFFECTED, FIXED, UNKNOWN
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         report = engine.scan_tree(args.path, models=models, rules=rules)
         print(json.dumps(report.to_json(), indent=1) if args.json else render(report))
         return 0
-    from ropefix import sources  # the network and the cache only when releases are asked for
+    from ropefix.releases import sources  # the network and the cache only when releases are asked for
 
     reports: dict[str, engine.ScanReport] = {}
     for version in ui.progress(sources.resolve(args.versions), "scan"):

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ropefix.suite import PROFILES
+from ropefix.prove.suite import PROFILES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,10 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ropefix.verify import render, verify
+    from ropefix.prove.verify import render, verify
 
     result = verify(args.path, args.models, args.profile, args.max_examples)
     print(json.dumps(result.to_json(), indent=2) if args.json else render(result))
-    from ropefix.status import Status
+    from ropefix.prove.status import Status
 
     return 0 if Status(result.status).passed else 1

@@ -49,7 +49,7 @@ def _default_models() -> list[str]:
 
     Without this, verify refuses an old release outright and its cell could show nothing.
     """
-    from ropefix.verify import DEFAULT_MODELS, package_of
+    from ropefix.prove.verify import DEFAULT_MODELS, package_of
 
     pkg = package_of(None)
     present = [m for m in DEFAULT_MODELS if (pkg / "models" / m).is_dir()]

@@ -13,7 +13,7 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from ropefix.status import Status
+from ropefix.prove.status import Status
 
 UNKNOWN = "?"
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ropefix.matrix.model import Matrix
-from ropefix.status import COLOURS, Status
+from ropefix.prove.status import COLOURS, Status
 
 # What a reader of the table sees for each status (the legend uses the same words).
 LABELS: dict[Status, str] = {

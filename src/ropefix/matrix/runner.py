@@ -20,7 +20,7 @@ from ropefix import proc, ui
 from ropefix.errors import RopefixError
 from ropefix.matrix import toxenv
 from ropefix.matrix.model import BadResult, Cell, EnvSpec, Matrix, Timings, cell_from_result
-from ropefix.status import Status
+from ropefix.prove.status import Status
 
 TOX_RESULTS = "_tox"  # beside the verify JSONs: tox's --result-json per env (not hidden: CI artifacts drop dotfiles)
 

@@ -13,8 +13,9 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ropefix import engine, proc, ui
+from ropefix import proc, ui
 from ropefix.errors import RopefixError
+from ropefix.fix import engine
 from ropefix.store import Store
 
 INDEX = "index.json"
@@ -52,14 +53,14 @@ def generate(release: str, root: Path, rules: list[str] | None = None) -> Genera
 
 
 def tree(release: str, store: Store | None = None) -> Path:
-    from ropefix import sources
+    from ropefix.releases import sources
 
     return sources.release_tree(release, store)
 
 
 def refresh(out: Path, spec: str = DEFAULT_SPEC, rules: list[str] | None = None, store: Store | None = None) -> dict:
     """Regenerate every patch for the releases ``spec`` names; returns the new index."""
-    from ropefix import sources
+    from ropefix.releases import sources
 
     releases = sources.resolve(spec, store=store)
     made: list[Generated] = []

@@ -20,8 +20,9 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from ropefix import archive, git, index, ui, versions
+from ropefix import git, ui
 from ropefix.errors import RopefixError
+from ropefix.releases import archive, index, versions
 from ropefix.store import Store
 
 UPSTREAM_URL = "https://github.com/huggingface/transformers.git"

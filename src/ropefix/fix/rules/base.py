@@ -1,9 +1,9 @@
 """The Rule interface: one named hazard, found and rewritten by one libcst transformer.
 
-A rule is a small file under ``ropefix.rules``: a ``RuleTransformer`` subclass that calls
+A rule is a small file under ``ropefix.fix.rules``: a ``RuleTransformer`` subclass that calls
 ``report`` for every site it recognises and, when ``self.fix`` is set, returns the rewritten
 node; plus a ``Rule`` value naming it and the byte needles that let the engine skip files and
-functions that cannot hold a site. ``ropefix.rules.REGISTRY`` lists the rules in order.
+functions that cannot hold a site. ``ropefix.fix.rules.REGISTRY`` lists the rules in order.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import libcst as cst
 
-from ropefix import cst as c
+from ropefix.fix import cst as c
 
 AFFECTED = "affected"
 FIXED = "fixed"

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import libcst as cst
 
-from ropefix import cst as c
-from ropefix.rules.base import AFFECTED, FIXED, UNKNOWN, Rule, RuleTransformer
+from ropefix.fix import cst as c
+from ropefix.fix.rules.base import AFFECTED, FIXED, UNKNOWN, Rule, RuleTransformer
 
 CP = "cache_position"
 _INT_SUFFIXES = ("_length", "_len", "_offset", "past_length")

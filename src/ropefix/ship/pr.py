@@ -15,9 +15,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ropefix import engine, git, prbody, testgen, ui, upstream_checks
+from ropefix import git, ui
 from ropefix.errors import RopefixError
-from ropefix.rules import REGISTRY, select
+from ropefix.fix import engine
+from ropefix.fix.rules import REGISTRY, select
+from ropefix.ship import prbody, testgen, upstream_checks
 from ropefix.store import Store
 
 UPSTREAM = "https://github.com/huggingface/transformers"
@@ -51,7 +53,7 @@ def open_checkout(repo: str | None, base: str, store: Store) -> tuple[git.Repo, 
                 "creates a topic branch there and must not mix your edits into it: commit or stash them, then retry."
             )
         return work, _resolve(work, base, target), True
-    from ropefix import sources
+    from ropefix.releases import sources
 
     mirror = sources._mirror(store, sources._normalise_url(target), fetch=True)
     sha = _resolve(mirror, base, target)
@@ -159,7 +161,7 @@ def _add_tests(root: Path, models: list[str], result: PrResult, python: str | No
     release = base.removeprefix("v")
     if python is None and all(t.problem for t in found) and re.fullmatch(r"\d+\.\d+\.\d+", release):
         # this interpreter cannot import that release: build one that can (cached), then retry
-        from ropefix import relenv
+        from ropefix.releases import relenv
 
         try:
             found = testgen.targets(root, models, str(relenv.python_for(release)))

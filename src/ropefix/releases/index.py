@@ -19,8 +19,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from ropefix import __version__, ui, versions
+from ropefix import __version__, ui
 from ropefix.errors import RopefixError
+from ropefix.releases import versions
 from ropefix.store import Store
 
 ENV_VAR = "ROPEFIX_INDEX_URL"

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import libcst as cst
 
-from ropefix import cst as c
-from ropefix.rules.base import AFFECTED, FIXED, Rule, RuleTransformer
+from ropefix.fix import cst as c
+from ropefix.fix.rules.base import AFFECTED, FIXED, Rule, RuleTransformer
 
 MASK = "attention_mask"
 

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import libcst as cst
 
-from ropefix import cst as c
-from ropefix import formatting
 from ropefix.errors import RopefixError
-from ropefix.rules import AFFECTED, FIXED, UNKNOWN, Finding, Rule, select
-from ropefix.rules.base import locate
+from ropefix.fix import cst as c
+from ropefix.fix import formatting
+from ropefix.fix.rules import AFFECTED, FIXED, UNKNOWN, Finding, Rule, select
+from ropefix.fix.rules.base import locate
 from ropefix.store import Store
 
 
@@ -349,7 +349,7 @@ def apply_tree(
     checked: list[str] = []
     if not dry_run and changes:
         _write_all(root, changes)
-        from ropefix import modular  # only when the tree can regenerate its modeling files
+        from ropefix.fix import modular  # only when the tree can regenerate its modeling files
 
         try:
             checked = modular.confirm(root, prefix, changes)

@@ -1,6 +1,6 @@
 """``verify``: the reproducer on the unpatched tree, the suite on a patched copy, one result per model and rule.
 
-The two trees never share a process: each suite run is ``python -m ropefix.suite`` with the tree
+The two trees never share a process: each suite run is ``python -m ropefix.prove.suite`` with the tree
 first on ``PYTHONPATH``. The patched tree is a copy of the package (``apply_tree`` on the copy);
 the tree given is never modified. The result keeps "latent" (the bad pattern is present, no layout
 reproduces it) apart from "reproduced".
@@ -21,8 +21,8 @@ from typing import Any
 
 from ropefix import proc, ui
 from ropefix.errors import RopefixError
-from ropefix.status import Status
-from ropefix.suite import PROFILES, Failure, SuiteResult
+from ropefix.prove.status import Status
+from ropefix.prove.suite import PROFILES, Failure, SuiteResult
 
 DEFAULT_MODELS = ("qwen2_vl", "qwen2_5_vl")
 # worst first: the run's status is the worst of its models'
@@ -84,7 +84,7 @@ def package_of(path: Path | None) -> Path:
                 "No transformers is importable here. Install one, or pass a tree: `ropefix verify PATH`."
             )
         return Path(spec.origin).parent
-    from ropefix.engine import package_dir
+    from ropefix.fix.engine import package_dir
 
     return package_dir(Path(path))[0]
 
@@ -99,14 +99,14 @@ def version_of(pkg: Path) -> str:
 
 def run_suite(pkg: Path, models: list[str], profile: str, max_examples: int | None = None) -> list[dict[str, Any]]:
     """The suite's JSON for ``models``, run with the package folder ``pkg`` first on the path."""
-    kit_src = Path(__file__).resolve().parents[1]
+    kit_src = Path(__file__).resolve().parents[2]
     env = {
         "PYTHONPATH": os.pathsep.join([str(pkg.parent), str(kit_src)]),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
         "TRANSFORMERS_VERBOSITY": "error",
         "PYTHONWARNINGS": "ignore",
     }
-    cmd = [proc.python(), "-m", "ropefix.suite", "--profile", profile]
+    cmd = [proc.python(), "-m", "ropefix.prove.suite", "--profile", profile]
     for m in models:
         cmd += ["--model", m]
     if max_examples:
@@ -149,7 +149,7 @@ def light_copy(pkg: Path, dest: Path, models: list[str]) -> Path:
 
 def patched_copy(pkg: Path, models: list[str], dest: Path) -> tuple[Path, Any]:
     """A light copy of the package with the kit's fix applied to ``models``."""
-    from ropefix.engine import apply_tree
+    from ropefix.fix.engine import apply_tree
 
     present = [m for m in models if (pkg / "models" / m).is_dir()]
     copy = light_copy(pkg, dest, present)
@@ -249,8 +249,8 @@ def verify(
     max_examples: int | None = None,
 ) -> VerifyResult:
     """Reproduce on the tree at ``path`` (or the importable transformers), fix a copy, prove the copy."""
-    from ropefix.engine import scan_tree
-    from ropefix.rules import REGISTRY
+    from ropefix.fix.engine import scan_tree
+    from ropefix.fix.rules import REGISTRY
 
     if profile not in PROFILES:
         raise RopefixError(f"Unknown profile {profile!r}; use one of {', '.join(PROFILES)}.")

@@ -12,7 +12,7 @@ by accelerate across simulated accelerators. Oracles:
 
 The search never hides a failure: each new failure site is recorded with hypothesis's shrunk
 example, then the search goes on with the same strategies until a whole run meets no new site.
-Run it in a process of its own (``python -m ropefix.suite``) with the tree under test first on
+Run it in a process of its own (``python -m ropefix.prove.suite``) with the tree under test first on
 ``PYTHONPATH``.
 """
 
@@ -28,9 +28,9 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ropefix import callpaths, layouts, tinymodels
-from ropefix.callpaths import Shape
-from ropefix.tinymodels import Prompt
+from ropefix.prove import callpaths, layouts, tinymodels
+from ropefix.prove.callpaths import Shape
+from ropefix.prove.tinymodels import Prompt
 
 # PyTorch's device-mismatch texts: operands (RuntimeError) and advanced-indexing indices (IndexError)
 DEVICE_ERRORS = (
@@ -297,8 +297,8 @@ def _progress(msg: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m ropefix.suite --model M [--profile P]``: JSON results on stdout, one object per model."""
-    ap = argparse.ArgumentParser(prog="python -m ropefix.suite")
+    """``python -m ropefix.prove.suite --model M [--profile P]``: JSON results on stdout, one object per model."""
+    ap = argparse.ArgumentParser(prog="python -m ropefix.prove.suite")
     ap.add_argument("--model", action="append", required=True)
     ap.add_argument("--profile", default="ci", choices=sorted(PROFILES))
     ap.add_argument("--max-examples", type=int)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ropefix.errors import RopefixError
-from ropefix.rules import causal_mask, rope_deltas, rope_index
-from ropefix.rules.base import AFFECTED, FIXED, STATUSES, UNKNOWN, Finding, Rule, RuleTransformer
+from ropefix.fix.rules import causal_mask, rope_deltas, rope_index
+from ropefix.fix.rules.base import AFFECTED, FIXED, STATUSES, UNKNOWN, Finding, Rule, RuleTransformer
 
 REGISTRY: dict[str, Rule] = {r.name: r for r in (rope_deltas.RULE, causal_mask.RULE, rope_index.RULE)}
 

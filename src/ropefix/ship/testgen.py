@@ -8,7 +8,7 @@ accelerator, language model on the second), generates, and compares with the uns
 (skipped without two devices).
 
 The tiny config and the device map each test uses are computed from the tree itself
-(``ropefix.tinymodels`` and ``ropefix.layouts`` run in a subprocess with the tree first on
+(``ropefix.prove.tinymodels`` and ``ropefix.prove.layouts`` run in a subprocess with the tree first on
 ``PYTHONPATH``) and written out as plain literals, so the test needs nothing from ropefix.
 """
 
@@ -40,7 +40,7 @@ class Target:
 
 _PROBE = r"""
 import importlib, inspect, json, re, sys
-from ropefix import layouts, tinymodels
+from ropefix.prove import layouts, tinymodels
 out = {}
 for name in sys.argv[1:]:
     try:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ropefix import rules as rules_mod
 from ropefix.errors import RopefixError
-from ropefix.install import FileChange, Patch
+from ropefix.fix import rules as rules_mod
+from ropefix.ship.install import FileChange, Patch
 
 
 def patch_name(version: str) -> str:
@@ -21,7 +21,8 @@ def patch_name(version: str) -> str:
 
 def make_patch(version: str, rules: list[str] | None = None, tree: Path | None = None) -> Patch:
     """The fix for ``version`` (all rules unless ``rules``), from the release's tree (fetched if not given)."""
-    from ropefix import engine, sources
+    from ropefix.fix import engine
+    from ropefix.releases import sources
 
     chosen = tuple(r.name for r in rules_mod.select(rules))
     root = tree or sources.release_tree(version)
@@ -42,7 +43,7 @@ def make_patch(version: str, rules: list[str] | None = None, tree: Path | None =
 def unified_diff(patch: Patch) -> str:
     """The patch as a -p1 diff against a release checkout: byte for byte what ``ropefix patches --refresh``
     writes for the same release and rules (the engine's own per-file diff, in the engine's file order)."""
-    from ropefix import engine
+    from ropefix.fix import engine
 
     return "".join(
         engine.unified_diff(f"src/{c.path}", c.original.decode(), c.patched.decode()) for c in patch.changes

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ropefix.tinymodels import KINDS, reset_state
+from ropefix.prove.tinymodels import KINDS, reset_state
 
 
 @dataclass(frozen=True)
