@@ -12,7 +12,8 @@ from matrix_fixtures import sample_matrix, verify_json
 
 from ropefix.matrix import report
 from ropefix.matrix.model import Matrix
-from ropefix.prove.status import COLOURS, Status
+from ropefix.prove.render import COLOURS
+from ropefix.prove.verdict import State
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -38,7 +39,7 @@ def test_markdown_table_is_release_by_torch_in_version_order() -> None:
     assert lines[0] == "| transformers \\ torch | 2.6.0 | 2.13.0 |"  # 2.6 before 2.13: version, not string order
     rows = [line for line in lines[2:5]]
     assert [r.split("|")[1].strip() for r in rows] == ["4.49.0", "4.57.6", "5.24.0"]
-    assert "reproduced-fixed" in rows[0].split("|")[2] and "reproduced-other-hazards" in rows[0].split("|")[3]
+    assert "reproduced-fixed" in rows[0].split("|")[2] and "not-judged" in rows[0].split("|")[3]
     assert "fix-failed" in rows[1].split("|")[3]
     assert "skipped" in rows[2].split("|")[2]
     assert "**FAIL**" in md  # one fix-failed cell fails the matrix
@@ -63,7 +64,7 @@ def test_png_shows_every_status_colour(written: tuple[Matrix, Path]) -> None:
     img = matplotlib.image.imread(out_png := written[1] / "matrix.png")
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     pixels = {tuple(round(float(v) * 255) for v in px[:3]) for px in img.reshape(-1, img.shape[-1])}
-    for status in Status:
+    for status in State:
         rgb = tuple(int(COLOURS[status][i : i + 2], 16) for i in (1, 3, 5))
         assert rgb in pixels, status
 
@@ -74,7 +75,7 @@ def test_picture_of_a_single_cell_has_only_that_cells_colour(tmp_path: Path) -> 
     report.draw(one, tmp_path / "m.svg", tmp_path / "m.png")
     svg = (tmp_path / "m.svg").read_text()
     cells = re.findall(r'<g id="cell-[^"]+">\s*<path[^>]*style="[^"]*fill:\s*(#[0-9a-f]{6})', svg)
-    assert cells == [COLOURS[Status.REPRODUCED_FIXED]]
+    assert cells == [COLOURS[State.REPRODUCED_FIXED]]
 
 
 def test_junit_is_valid_and_says_which_cells_fail(written: tuple[Matrix, Path]) -> None:
@@ -87,10 +88,10 @@ def test_junit_is_valid_and_says_which_cells_fail(written: tuple[Matrix, Path]) 
     by_env = {c.get("name").split(" ")[0]: c for c in cases}
     for cell in m.cells:
         case = by_env[cell.env]
-        assert (case.find("skipped") is not None) == (cell.status is Status.SKIPPED)
-        assert (case.find("failure") is not None) == (not cell.passed and cell.status is not Status.SKIPPED)
+        assert (case.find("skipped") is not None) == (cell.status is State.SKIPPED)
+        assert (case.find("failure") is not None) == (not cell.passed and cell.status is not State.SKIPPED)
     failing = {c.env for c in m.cells if not c.passed}
-    assert failing == {"tf449-torch213", "tf457-torch213"}  # other hazards and fix failed
+    assert failing == {"tf449-torch213", "tf457-torch213"}  # not judged and fix failed
     assert suite.get("failures") == "2" and suite.get("skipped") == "1"
 
 
@@ -103,9 +104,9 @@ def test_json_round_trips(written: tuple[Matrix, Path]) -> None:
     assert data["unknown_labels"] == ["nightly"]
 
 
-def test_a_clean_cell_names_the_models_verify_checked() -> None:
-    from ropefix.matrix.model import summarize
+def test_a_cell_says_what_its_verdict_says() -> None:
+    from ropefix.matrix.model import EnvSpec, Timings, cell_from_result
 
-    result = verify_json(Status.NOT_AFFECTED, reproduced=False)
-    result["models"][0]["rules"][0]["pattern_present"] = False
-    assert summarize(result) == "checked: qwen2_vl"
+    cell = cell_from_result(EnvSpec("e", "4.57.6", "2.13.0"), verify_json(State.LATENT), Timings())
+    assert cell.status is State.LATENT and cell.reason == "latent: qwen2_vl"
+    assert cell.result is not None and cell.result.families[0].judged == 4

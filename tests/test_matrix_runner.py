@@ -14,10 +14,10 @@ from matrix_fixtures import verify_json
 from ropefix.main import main
 from ropefix.matrix import runner, toxenv
 from ropefix.matrix.model import EnvSpec
-from ropefix.prove.status import Status
+from ropefix.prove.verdict import State
 
-FIXED = json.dumps(verify_json(Status.REPRODUCED_FIXED, "4.57.6", "2.13.0+cpu"))
-LATENT = json.dumps(verify_json(Status.LATENT, "5.0.0", "2.13.0+cpu", reproduced=False))
+FIXED = json.dumps(verify_json(State.REPRODUCED_FIXED, "4.57.6", "2.13.0+cpu"))
+LATENT = json.dumps(verify_json(State.LATENT, "5.0.0", "2.13.0+cpu"))
 
 
 # A stand-in for `ropefix verify --json FILE`: copies a prepared result to where verify writes it.
@@ -80,22 +80,22 @@ def test_runner_turns_each_kind_of_env_into_the_right_cell(tmp_path: Path) -> No
     assert [c.env for c in m.cells] == ["ok457", "latent50", "noinstall", "crash", "garbage", "tf999-torch213"]
 
     ok = cells["ok457"]
-    assert ok.status is Status.REPRODUCED_FIXED and ok.passed
+    assert ok.status is State.REPRODUCED_FIXED and ok.passed
     assert (ok.transformers, ok.torch) == ("4.57.6", "2.13.0")  # from the result; the +cpu local tag dropped
-    assert ok.result["models"][0]["model"] == "qwen2_vl" and "reproduced: qwen2_vl" in ok.reason
+    assert ok.result.families[0].family == "qwen2_vl" and "reproduced-fixed: qwen2_vl" in ok.reason
     assert ok.timings.test_s > 0 and ok.timings.total_s >= ok.timings.test_s
-    assert cells["latent50"].status is Status.LATENT
+    assert cells["latent50"].status is State.LATENT
 
     skipped = cells["noinstall"]
-    assert skipped.status is Status.SKIPPED and skipped.passed  # a skip is not a CI failure
+    assert skipped.status is State.SKIPPED and skipped.passed  # a skip is not a CI failure
     assert "install failed" in skipped.reason and "ropefix-no-such-package" in skipped.reason
     assert (skipped.transformers, skipped.torch) == ("4.57.6", "2.6.0")  # from tox.ini's pins
 
     crash = cells["crash"]
-    assert crash.status is Status.FIX_FAILED and not crash.passed
+    assert crash.status is State.FIX_FAILED and not crash.passed
     assert "without writing crash.json" in crash.reason and "ModuleNotFoundError" in crash.reason
-    assert cells["garbage"].status is Status.FIX_FAILED and "schema" in cells["garbage"].reason
-    assert cells["tf999-torch213"].status is Status.SKIPPED and "declares no env" in cells["tf999-torch213"].reason
+    assert cells["garbage"].status is State.FIX_FAILED and "schema" in cells["garbage"].reason
+    assert cells["tf999-torch213"].status is State.SKIPPED and "declares no env" in cells["tf999-torch213"].reason
     assert not m.passed
 
     # the same results, collected as CI jobs would leave them, merge into the same cells
@@ -149,7 +149,7 @@ def test_interpret_install_failure_names_pips_error() -> None:
         }
     }
     cell = runner.interpret(EnvSpec("e", "5.24.0", "2.6.0"), 1, tox_result, None, "", 3.0, Path("e.json"))
-    assert cell.status is Status.SKIPPED
+    assert cell.status is State.SKIPPED
     assert cell.reason == "install failed (install_deps): ERROR: No matching distribution found for torch==2.6.0"
     assert (cell.timings.install_s, cell.timings.create_s, cell.timings.total_s) == (2.0, 1.0, 3.0)
 
@@ -162,14 +162,14 @@ def test_envrun_keeps_verify_json_whole_or_not_at_all(tmp_path: Path, monkeypatc
 
     def fake_main(argv):  # verify prints its JSON on stdout and exits 1 when a cell fails
         seen.append(argv)
-        print(json.dumps(verify_json(Status.FIX_FAILED)))
+        print(json.dumps(verify_json(State.FIX_FAILED)))
         return 1
 
     monkeypatch.setattr(ropefix.main, "main", fake_main)
     out = tmp_path / "m" / "e.json"
     assert envrun.main([str(out), "--models", "qwen2_vl"]) == 1
     assert seen == [["verify", "--json", "--models", "qwen2_vl"]]
-    assert json.loads(out.read_text())["status"] == "fix-failed"
+    assert json.loads(out.read_text())["state"] == "fix-failed"
 
     monkeypatch.setattr(ropefix.main, "main", lambda argv: print("Traceback ...") or 3)
     out2 = tmp_path / "m" / "crash.json"
@@ -197,23 +197,9 @@ def test_one_real_env_runs_verify_against_its_installed_release(tmp_path: Path, 
     (cell,) = runner.run(p, opts).cells
     assert cell.result is not None, cell.reason  # verify ran in the env and wrote its JSON
     assert cell.transformers == "4.57.6" and cell.torch == "2.13.0"
-    assert [m["model"] for m in cell.result["models"]] == ["qwen2_vl"]
-    assert cell.status.value == cell.result["status"]
+    assert [f.family for f in cell.result.families] == ["qwen2_vl"]
+    assert cell.status is cell.result.state
     assert cell.timings.test_s > 0 and cell.timings.install_s > 0
-
-
-def test_envrun_verifies_only_default_models_the_release_has(tmp_path: Path, monkeypatch) -> None:
-    import ropefix.main
-    import ropefix.prove.verify
-    from ropefix.matrix import envrun
-
-    pkg = tmp_path / "transformers"
-    (pkg / "models" / "qwen2_vl").mkdir(parents=True)  # like 4.45: qwen2_5_vl does not exist yet
-    monkeypatch.setattr(ropefix.prove.verify, "package_of", lambda path: pkg)
-    seen = []
-    monkeypatch.setattr(ropefix.main, "main", lambda argv: seen.append(argv) or print("{}") or 0)
-    assert envrun.main([str(tmp_path / "e.json")]) == 0
-    assert seen == [["verify", "--json", "--models", "qwen2_vl"]]
 
 
 @pytest.mark.parametrize(
@@ -232,11 +218,11 @@ def test_error_line_picks_the_cause(tail: str, line: str) -> None:
     assert runner._error_line(tail).startswith(line)
 
 
-def test_a_result_verify_skipped_says_why_and_keeps_the_pinned_torch() -> None:
+def test_a_family_not_built_is_not_judged_says_why_and_keeps_the_pinned_torch() -> None:
     from ropefix.matrix.model import cell_from_result
 
-    result = verify_json(Status.SKIPPED, "4.45.2", "unknown")
-    result["models"][0].update(status="skipped", rules=[], notes=["not built: no tiny model for 'qwen2_vl'"])
+    result = verify_json(State.NOT_JUDGED, "4.45.2", "unknown")
+    result["families"][0].update(judged_pairs=[], reason="no tiny model could be built: no builder for 'qwen2_vl'")
     cell = cell_from_result(EnvSpec("tf445-torch213", "4.45.2", "2.13.0"), result, runner.Timings())
-    assert (cell.status, cell.transformers, cell.torch) == (Status.SKIPPED, "4.45.2", "2.13.0")
-    assert "qwen2_vl skipped (not built: no tiny model for 'qwen2_vl')" in cell.reason
+    assert (cell.status, cell.transformers, cell.torch) == (State.NOT_JUDGED, "4.45.2", "2.13.0")
+    assert "not-judged: qwen2_vl" in cell.reason and not cell.passed

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from ropefix.fix import hazards
 from ropefix.prove import suite, verify
-from ropefix.prove.status import Status
+from ropefix.prove.verdict import State
 
 # The release the red/green tests prove the fix on: found by running the reproducer over releases
 # (see the report in README's "Regression suite" section); tox's tests env pins it.
@@ -34,28 +35,59 @@ needs_red = pytest.mark.skipif(
 
 # ---------------------------------------------------------------- pure parts
 
+MODEL_FILE = "models/qwen2_vl/modeling_qwen2_vl.py"
+
 
 @pytest.mark.parametrize(
-    ("code", "function", "hazard"),
+    ("file", "code", "function", "hazard"),
     [
-        ("delta = cache_position[0] + self.rope_deltas", "forward", "rope-deltas"),
-        ("delta = cache_position[0] + self.model.rope_deltas", "prepare_inputs_for_generation", "rope-deltas"),
+        (MODEL_FILE, "delta = cache_position[0] + self.rope_deltas", "forward", "rope-deltas"),
         (
+            MODEL_FILE,
+            "delta = cache_position[0] + self.model.rope_deltas",
+            "prepare_inputs_for_generation",
+            "rope-deltas",
+        ),
+        (
+            MODEL_FILE,
             "vision_positions = position_ids + delta.expand_as(position_ids)",
             "prepare_inputs_for_generation",
             "rope-deltas",
         ),
-        ("position_ids[..., i, attention_mask[i] == 1] = llm_positions", "get_rope_index", "rope-index-scatter"),
         (
+            MODEL_FILE,
+            "position_ids[..., i, attention_mask[i] == 1] = llm_positions",
+            "get_rope_index",
+            "rope-index-scatter",
+        ),
+        (MODEL_FILE, "t_index = torch.arange(llm_grid_t).view(-1, 1)", "get_rope_index", "rope-index"),
+        (
+            MODEL_FILE,
             "causal_mask = torch.arange(target_length) > cache_position.reshape(-1, 1)",
             "_update_causal_mask",
             "causal-mask",
         ),
-        ("x = a + b", "some_helper", "device-mismatch:some_helper"),
+        (
+            MODEL_FILE,
+            "inputs_embeds = inputs_embeds.masked_scatter(image_mask, image_embeds)",
+            "forward",
+            "embedding-merge",
+        ),
+        (MODEL_FILE, "inv_freq_expanded = self.inv_freq[None, :, None].float()", "forward", "rotary"),
+        (MODEL_FILE, "pos_ids = torch.cat(pos_ids, dim=0)", "rot_pos_emb", "vision-positions"),
+        ("generation/utils.py", "unfinished = unfinished & ~stop(input_ids, scores)", "_sample", "generation-utils"),
+        (MODEL_FILE, "x = a + b", "some_helper", "device-mismatch:some_helper"),
     ],
 )
-def test_hazard_names_follow_the_failing_line(code: str, function: str, hazard: str) -> None:
-    assert suite.hazard_of(code, function) == hazard
+def test_hazard_names_follow_the_failing_line(file: str, code: str, function: str, hazard: str) -> None:
+    assert hazards.classify(hazards.Site(file, function, code)) == hazard
+
+
+def test_every_rule_declares_a_hazard_of_the_catalogue() -> None:
+    from ropefix.fix.rules import REGISTRY
+
+    assert {r.hazard for r in REGISTRY.values()} <= set(hazards.NAMES)
+    assert verify.rule_of_hazard()["rope-deltas"] == "rope-deltas"
 
 
 def test_site_is_the_innermost_frame_inside_the_tree(tmp_path: Path) -> None:
@@ -68,57 +100,8 @@ def test_site_is_the_innermost_frame_inside_the_tree(tmp_path: Path) -> None:
     try:
         ns["outer"]()
     except RuntimeError as e:
-        site, code, function = suite.site_of(e.__traceback__, str(root))
-    assert (site, code, function) == ("models/m.py:2", "raise RuntimeError('x')", "inner")
-
-
-def _example() -> suite.Example:
-    return suite.Example(
-        "qwen2_vl",
-        {"kind": "contiguous", "n_devices": 2, "input_device": "cuda:1", "device_map": {"a": "cuda:0"}},
-        {"kind": "text", "batch": 1, "length": 2, "pad": 0, "padding_side": "left", "grid": [1, 2, 2], "seed": 0},
-        "generate-greedy",
-        {"max_new_tokens": 1},
-    )
-
-
-def _result(failures: list[tuple[str, str]], baseline: dict[str, str] | None = None) -> suite.SuiteResult:
-    r = suite.SuiteResult("qwen2_vl", "x", "/x", "t", "ci", examples_run=5)
-    r.failures = [suite.Failure(h, s, "code", "err", _example()) for h, s in failures]
-    r.baseline_errors = baseline or {}
-    return r
-
-
-RD = ("rope-deltas", "models/qwen2_vl/modeling_qwen2_vl.py:10")
-MASK = ("causal-mask", "masking_utils.py:5")
-
-
-@pytest.mark.parametrize(
-    ("present", "before", "after", "status"),
-    [
-        (True, [RD], [], Status.REPRODUCED_FIXED),
-        (True, [RD, MASK], [MASK], Status.REPRODUCED_OTHER_HAZARDS),
-        (True, [RD], [RD], Status.FIX_FAILED),
-        (True, [], [], Status.LATENT),
-        (False, [], [], Status.NOT_AFFECTED),
-        (False, [MASK], [MASK], Status.NOT_AFFECTED),
-    ],
-)
-def test_verdicts(present: bool, before: list, after: list, status: Status) -> None:
-    m = verify.judge("qwen2_vl", ["rope-deltas"], {"rope-deltas": present}, _result(before), _result(after))
-    assert m.status == status.value
-    rule = m.rules[0]
-    assert rule.reproduced == (RD in before)
-    assert rule.failure_site == (f"transformers/{RD[1]}" if RD in before else None)
-    if MASK in before:  # other hazards are findings, never dropped
-        assert any(o["hazard"] == "causal-mask" for o in m.other_findings)
-
-
-def test_a_fix_that_breaks_a_working_path_fails() -> None:
-    broke = {"forward/text": "AttributeError: 'NoneType' object has no attribute 'device'"}
-    m = verify.judge("qwen2_vl", ["rope-deltas"], {"rope-deltas": True}, _result([RD]), _result([], broke))
-    assert m.status == Status.FIX_FAILED.value
-    assert m.broken_paths == ["forward/text"] and m.rules[0].fixed is False
+        where, site = suite.site_of(e.__traceback__, str(root))
+    assert (where, site) == ("models/m.py:2", hazards.Site("models/m.py", "inner", "raise RuntimeError('x')"))
 
 
 # ---------------------------------------------------------------- red before, green after (subprocesses)
@@ -129,22 +112,22 @@ def test_a_fix_that_breaks_a_working_path_fails() -> None:
 @pytest.mark.parametrize("model", MODELS)
 def test_red_unpatched_green_patched(model: str) -> None:
     result = verify.verify(None, [model], "ci")
-    (m,) = result.models
-    (rule,) = [r for r in m.rules if r.rule == "rope-deltas"]
+    fam = result.family(model)
+    v = fam.verdict("rope-deltas")
     # red: the reproducer fails on the unpatched tree, at the stored-deltas line of this model
-    assert rule.pattern_present and rule.reproduced
-    assert rule.failure_site.startswith(f"transformers/models/{model}/modeling_{model}.py:")
-    line = int(rule.failure_site.rsplit(":", 1)[1])
+    assert v.pattern_present and v.reproduced and v.proof.tree == "unpatched"
+    assert v.proof.site.startswith(f"transformers/models/{model}/modeling_{model}.py:")
+    line = int(v.proof.site.rsplit(":", 1)[1])
     source = (_installed() / "models" / model / f"modeling_{model}.py").read_text().splitlines()
     assert "rope_deltas" in source[line - 1]
-    assert len(set(rule.failing_layout["device_map"].values())) > 1
-    # green: on the patched copy no example fails at that hazard, every placed run equals the
-    # one-device run (an output mismatch would count against `fixed`), no working path broke
-    assert rule.fixed is True
-    assert m.broken_paths == []
-    assert not [o for o in m.other_findings if o["tree"] == "patched" and o["hazard"] == "rope-deltas"]
-    assert m.status in (Status.REPRODUCED_FIXED.value, Status.REPRODUCED_OTHER_HAZARDS.value)
-    assert m.examples_run > 0
+    assert len(set(v.proof.failure.example.layout["device_map"].values())) > 1
+    # green: the proof's layout passes on the patched copy with results identical to the reference, no
+    # example fails at that hazard, no working path broke; judged on decoding paths
+    assert v.state is State.REPRODUCED_FIXED, v.after
+    assert "the proof's layout passes" in v.after
+    assert fam.broken_paths == () and v.decode_judged > 0
+    assert not [x for x in fam.findings if x.tree == "patched" and x.hazard == "rope-deltas"]
+    assert fam.state is State.REPRODUCED_FIXED and fam.examples_run > 0
 
 
 # ---------------------------------------------------------------- the naive one-liner

@@ -1,4 +1,4 @@
-"""`ropefix verify`: input errors, the JSON the matrix reads, and the text report."""
+"""`ropefix verify` and its verdicts: every state transition, the proof gate's inputs, JSON, and bad input."""
 
 from __future__ import annotations
 
@@ -6,15 +6,18 @@ import json
 from pathlib import Path
 
 import pytest
+from verdict_fixtures import failure, report
 
+from ropefix.errors import RopefixError
 from ropefix.main import main
-from ropefix.prove import verify
-from ropefix.prove.status import Status
-from ropefix.prove.suite import Example, Failure, SuiteResult
+from ropefix.prove import render, verdicts, verify
+from ropefix.prove.suite import SuiteResult
+from ropefix.prove.verdict import SCHEMA, FamilyReport, Proof, Report, State
+from ropefix.store import Store
 
-RULE_KEYS = {"rule", "pattern_present", "reproduced", "failing_layout", "failure_site", "fixed"}
-MODEL_KEYS = {"model", "rules", "other_findings", "examples_run"}
-TOP_KEYS = {"transformers", "torch", "status", "models", "duration_s"}
+RD = "rope-deltas"
+SITE_RD = "models/qwen2_vl/modeling_qwen2_vl.py:1724"
+DECODE = ["generate-greedy/text", "decode-loop/image", "forward/text"]
 
 
 def test_unknown_model_is_refused_before_anything_runs(capsys: pytest.CaptureFixture[str]) -> None:
@@ -28,6 +31,13 @@ def test_a_path_that_is_no_transformers_tree_is_refused(tmp_path: Path, capsys: 
     assert "neither a transformers checkout" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("bad", ["-5", "0", "x"])
+def test_nonsense_example_counts_are_refused(bad: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["verify", "--max-examples", bad])
+    assert e.value.code == 2 and "--max-examples" in capsys.readouterr().err
+
+
 def test_light_copy_shares_all_but_the_models_to_patch(tmp_path: Path) -> None:
     pkg = verify.package_of(None)
     copy = verify.light_copy(pkg, tmp_path, ["qwen2_vl"])
@@ -39,64 +49,170 @@ def test_light_copy_shares_all_but_the_models_to_patch(tmp_path: Path) -> None:
     assert "# edited" not in (pkg / "models" / "qwen2_vl" / "modeling_qwen2_vl.py").read_text()
 
 
-def _judged() -> verify.VerifyResult:
-    ex = Example(
-        "qwen2_vl",
-        {
-            "kind": "contiguous",
-            "n_devices": 2,
-            "input_device": "cpu",
-            "device_map": {"visual": "cuda:0", "lm_head": "cuda:1"},
-        },
-        {"kind": "text", "batch": 1, "length": 2, "pad": 0, "padding_side": "left", "grid": [1, 2, 2], "seed": 0},
-        "generate-greedy",
-        {"max_new_tokens": 2},
-    )
-    before = SuiteResult("qwen2_vl", "4.49.0", "/x", "2.13.0", "ci", examples_run=30)
-    before.failures = [
-        Failure("rope-deltas", "models/qwen2_vl/modeling_qwen2_vl.py:1724", "delta = ...", "err", ex),
-        Failure("causal-mask", "models/qwen2_vl/modeling_qwen2_vl.py:1318", "mask = ...", "err", ex),
-    ]
-    after = SuiteResult("qwen2_vl", "4.49.0", "/y", "2.13.0", "ci", examples_run=20)
-    m = verify.judge("qwen2_vl", ["rope-deltas"], {"rope-deltas": True}, before, after)
-    return verify.VerifyResult("4.49.0", "2.13.0", verify.overall([m]).value, [m], 1.5, "/x", "ci")
+# ---------------------------------------------------------------- judge: every state transition
 
 
-def test_json_keeps_the_schema_the_matrix_reads() -> None:
-    data = json.loads(json.dumps(_judged().to_json()))
-    assert TOP_KEYS <= set(data)
-    assert Status(data["status"]) is Status.REPRODUCED_FIXED
-    (m,) = data["models"]
-    assert MODEL_KEYS <= set(m) and m["examples_run"] == 50
-    (r,) = m["rules"]
-    assert RULE_KEYS <= set(r)
-    assert r["failure_site"] == "transformers/models/qwen2_vl/modeling_qwen2_vl.py:1724" and r["fixed"] is True
-    assert r["failing_layout"]["device_map"]["lm_head"] == "cuda:1"
-    (f,) = m["other_findings"]
-    assert {"hazard", "site", "example"} <= set(f) and f["hazard"] == "causal-mask"
+def _run(
+    failures: list[tuple[str, str]] = (),  # type: ignore[assignment]
+    judged: list[str] = DECODE,
+    not_compared: dict[str, str] | None = None,
+    replays: list[dict] | None = None,
+) -> SuiteResult:
+    r = SuiteResult("qwen2_vl", "4.49.0", "/x", "2.13.0", "ci", examples_run=5)
+    r.failures = [failure(h, s) for h, s in failures]
+    r.judged_pairs = list(judged)
+    r.not_compared = dict(not_compared or {})
+    r.replays = list(replays or [])
+    return r
 
 
-def test_text_report_names_sites_examples_and_latent() -> None:
-    text = verify.render(_judged())
-    assert "reproduced yes, fixed yes" in text
-    assert "transformers/models/qwen2_vl/modeling_qwen2_vl.py:1724" in text
-    assert "causal-mask" in text and "shrunk example" in text
-    latent = verify.judge(
-        "m",
-        ["rope-deltas"],
-        {"rope-deltas": True},
-        SuiteResult("m", "", "", "", "ci"),
-        SuiteResult("m", "", "", "", "ci"),
-    )
-    assert latent.status == Status.LATENT.value
-    r = verify.VerifyResult("x", "y", latent.status, [latent], 0.0)
-    assert "latent" in verify.render(r)
+def _static(**affected: tuple[str, ...]) -> verify.Static:
+    sites = {"rope-deltas": (), "causal-mask": (), "rope-index-scatter": ()}
+    sites.update({k.replace("_", "-"): v for k, v in affected.items()})
+    return verify.Static("qwen2_vl", sites, True)
 
 
-@pytest.mark.slow
-def test_cli_json_on_the_installed_release(capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["verify", "--models", "qwen2_vl", "--max-examples", "3", "--json"])
-    data = json.loads(capsys.readouterr().out)
-    assert TOP_KEYS <= set(data) and data["models"][0]["model"] == "qwen2_vl"
-    assert data["models"][0]["examples_run"] >= 6  # both trees searched
-    assert rc == (0 if Status(data["status"]).passed else 1)
+def _judge(static: verify.Static, before: SuiteResult, after: SuiteResult | None, applied=(RD,), **kw):
+    proofs = verify._proofs(before, static, verify.rule_of_hazard(), "unpatched")
+    return verify.judge("4.49.0", "2.13.0", static, before, after, proofs, list(applied), **kw)
+
+
+def test_reproduced_and_green_after_the_patch_is_reproduced_fixed() -> None:
+    before = _run([(RD, SITE_RD)])
+    ex = before.failures[0].example
+    from dataclasses import asdict
+
+    after = _run(replays=[{"example": asdict(ex), "failure": None}])
+    fam = _judge(_static(rope_deltas=("f.py:1",)), before, after)
+    v = fam.verdict(RD)
+    assert v.state is State.REPRODUCED_FIXED and fam.state is State.REPRODUCED_FIXED
+    assert v.proof.site == f"transformers/{SITE_RD}" and v.judged == 3 and v.decode_judged == 2
+    assert "the proof's layout passes" in v.after and fam.proven_rules == (RD,)
+
+
+@pytest.mark.parametrize(
+    ("after", "why"),
+    [
+        (_run([(RD, SITE_RD)]), "fails at transformers/"),
+        (_run(not_compared={"forward/text": "AttributeError: 'NoneType' object has no attribute 'device'"}), "breaks"),
+        (_run([("output-mismatch", "<result>")]), "differs"),
+    ],
+)
+def test_reproduced_but_red_or_broken_after_the_patch_is_fix_failed(after: SuiteResult, why: str) -> None:
+    fam = _judge(_static(rope_deltas=("f.py:1",)), _run([(RD, SITE_RD)]), after)
+    v = fam.verdict(RD)
+    assert v.state is State.FIX_FAILED and why in v.after and not fam.state.passed()
+
+
+def test_a_proof_layout_that_still_fails_on_the_patched_tree_is_fix_failed() -> None:
+    before = _run([(RD, SITE_RD)])
+    from dataclasses import asdict
+
+    still = failure(RD, "models/qwen2_vl/modeling_qwen2_vl.py:1730")
+    after = _run(replays=[{"example": asdict(before.failures[0].example), "failure": still}])
+    v = _judge(_static(rope_deltas=("f.py:1",)), before, after).verdict(RD)
+    assert v.state is State.FIX_FAILED and "modeling_qwen2_vl.py:1730" in v.after
+
+
+def test_reproduced_where_the_rule_has_no_site_is_fix_failed_not_silently_passed() -> None:
+    v = _judge(_static(), _run([(RD, SITE_RD)]), None, applied=()).verdict(RD)
+    assert v.state is State.FIX_FAILED and "no affected site" in v.reason
+
+
+def test_pattern_present_judged_and_never_failing_is_latent_with_its_count() -> None:
+    fam = _judge(_static(rope_deltas=("f.py:1", "f.py:9")), _run(), None, applied=())
+    v = fam.verdict(RD)
+    assert v.state is State.LATENT and "2 site(s); 3 path x prompt pairs judged (2 decoding)" in v.reason
+    assert fam.state is State.LATENT and fam.state.passed()
+
+
+def test_no_pattern_and_nothing_failing_is_not_affected() -> None:
+    fam = _judge(_static(), _run(), None, applied=())
+    assert {v.state for v in fam.verdicts} == {State.NOT_AFFECTED} and fam.state is State.NOT_AFFECTED
+
+
+def test_nothing_compared_is_not_judged_and_never_passes() -> None:
+    before = _run(judged=[], not_compared={"generate-greedy/text": "NotImplementedError: histc for Long"})
+    fam = _judge(_static(rope_deltas=("f.py:1",)), before, None, applied=())
+    assert fam.state is State.NOT_JUDGED and "histc" in fam.reason
+    assert not fam.state.passed() and fam.state.passed(allow_not_judged=True)
+    assert all(v.state is State.NOT_JUDGED for v in fam.verdicts)
+
+
+def test_a_rule_judged_on_no_decoding_path_is_not_judged() -> None:
+    fam = _judge(_static(rope_deltas=("f.py:1",)), _run(judged=["forward/text", "forward/image"]), None, applied=())
+    assert fam.verdict(RD).state is State.NOT_JUDGED and "no decoding path" in fam.verdict(RD).reason
+
+
+def test_hazards_no_rule_claims_are_findings_never_dropped() -> None:
+    before = _run([(RD, SITE_RD), ("embedding-merge", "models/qwen2_vl/modeling_qwen2_vl.py:1500")])
+    fam = _judge(_static(rope_deltas=("f.py:1",)), before, _run())
+    assert [(x.hazard, x.tree) for x in fam.findings] == [("embedding-merge", "unpatched")]
+
+
+def test_a_family_that_cannot_be_built_is_not_judged_with_the_reason() -> None:
+    fam = verify.not_built("4.45.2", "2.13.0", _static(rope_deltas=("f.py:1",)), "No tiny model for 'qwen2_vl'")
+    assert fam.state is State.NOT_JUDGED and "No tiny model" in fam.reason and fam.judged == 0
+
+
+# ---------------------------------------------------------------- the report as a value and a file
+
+
+def test_report_json_round_trips_and_passes_only_without_not_judged() -> None:
+    r = report(State.REPRODUCED_FIXED, hazards=("causal-mask",))
+    back = Report.from_json(json.loads(json.dumps(r.to_json())))
+    assert back == r and back.state is State.REPRODUCED_FIXED and back.passed()
+    assert back.proven() == {"qwen2_vl": (RD,)}
+    nj = report(State.NOT_JUDGED)
+    assert not nj.passed() and nj.passed(allow_not_judged=True)
+    assert not Report("x", "y", "k", "ci", ()).passed()  # a report that judged nothing never passes
+
+
+def test_a_verdict_from_another_schema_or_damaged_is_refused_by_name(tmp_path: Path) -> None:
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({**report(State.LATENT).to_json(), "schema": SCHEMA - 1}))
+    with pytest.raises(RopefixError, match=rf"{old}.*not a ropefix verdict of schema {SCHEMA}"):
+        Report.load(old)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"schema": SCHEMA, "release": "4.49.0"}))
+    with pytest.raises(RopefixError, match=rf"{bad} is a damaged ropefix verdict"):
+        Report.load(bad)
+
+
+def test_the_cache_merges_families_and_never_overwrites_a_damaged_file(tmp_path: Path) -> None:
+    store = Store(tmp_path / "cache")
+    first = report(State.LATENT, release="4.49.0", torch="2.13.0")
+    verdicts.save(first, store)
+    other = first.with_families([FamilyReport("qwen2_5_vl", State.NOT_AFFECTED)])
+    path = verdicts.save(other, store)
+    assert [f.family for f in Report.load(path).families] == ["qwen2_vl", "qwen2_5_vl"]
+    assert verdicts.lookup("4.49.0", store).family("qwen2_5_vl") is not None
+    path.write_text("{ not json")
+    with pytest.raises(RopefixError, match="Cannot read the verdict"):
+        verdicts.save(first, store)
+    assert path.read_text() == "{ not json"
+
+
+def test_cli_exit_status_follows_the_verdict(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from ropefix.prove import verify as verify_mod
+
+    monkeypatch.setattr(verify_mod, "verify", lambda *a, **k: report(State.NOT_JUDGED))
+    assert main(["verify", "--no-save"]) == 1
+    assert "not-judged" in capsys.readouterr().out
+    assert main(["verify", "--no-save", "--allow-not-judged"]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(verify_mod, "verify", lambda *a, **k: report(State.REPRODUCED_FIXED))
+    assert main(["verify", "--no-save", "--json"]) == 0
+    assert Report.from_json(json.loads(capsys.readouterr().out)).state is State.REPRODUCED_FIXED
+
+
+def test_text_report_names_the_proof_the_patched_result_and_findings() -> None:
+    text = render.text(report(State.REPRODUCED_FIXED, hazards=("embedding-merge",)))
+    assert f"red at transformers/{SITE_RD}" in text and "failing layout: generate-greedy" in text
+    assert "patched: passes" in text and "finding (unpatched): embedding-merge" in text
+    assert "4 path x prompt pairs judged" in text
+
+
+def test_proof_describes_its_layout_and_tree() -> None:
+    p = Proof(failure(), "patched with rope-deltas")
+    assert p.site == f"transformers/{SITE_RD}" and "vision-apart" in p.describe()

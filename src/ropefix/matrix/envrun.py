@@ -1,6 +1,6 @@
 """What a matrix env runs: ``python -m ropefix.matrix.envrun OUT.json [verify args]``.
 
-It runs ``ropefix verify --json`` against the env's installed transformers and keeps its JSON in
+It runs ``ropefix verify --json`` (every family the scan flags, unless told) against the env's installed transformers and keeps its JSON in
 OUT.json (written whole or not at all), so the runner can tell "verify said X" from "verify
 crashed". The exit code is verify's.
 """
@@ -23,9 +23,6 @@ def main(argv: list[str]) -> int:
     out, rest = Path(argv[0]), argv[1:]
     from ropefix.main import main as ropefix_main
 
-    if "--models" not in rest:
-        rest = [*rest, *_default_models()]
-
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         rc = ropefix_main(["verify", "--json", *rest])
@@ -42,18 +39,6 @@ def main(argv: list[str]) -> int:
         fh.write(text)
     os.replace(tmp, out)
     return rc
-
-
-def _default_models() -> list[str]:
-    """verify's default models that the installed release has (4.45 predates qwen2_5_vl, for one).
-
-    Without this, verify refuses an old release outright and its cell could show nothing.
-    """
-    from ropefix.prove.verify import DEFAULT_MODELS, package_of
-
-    pkg = package_of(None)
-    present = [m for m in DEFAULT_MODELS if (pkg / "models" / m).is_dir()]
-    return ["--models", *present] if present else []
 
 
 if __name__ == "__main__":

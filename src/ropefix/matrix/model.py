@@ -1,7 +1,8 @@
 """The validation matrix as values: env specs, cells, the whole matrix. Pure: no I/O here.
 
-A cell is one tox env (one transformers release × one torch release). Its status comes from the
-env's ``ropefix verify --json`` result, or says why there is none (install failed, verify crashed).
+A cell is one tox env (one transformers release × one torch release). Its state is the state of the
+env's verify ``Report`` (``ropefix.prove.verdict``), or says why there is none (install failed, verify
+crashed).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from ropefix.prove.status import Status
+from ropefix.errors import RopefixError
+from ropefix.prove import render
+from ropefix.prove.verdict import Report, State
 
 UNKNOWN = "?"
 
@@ -42,18 +45,19 @@ class Cell:
     env: str
     transformers: str
     torch: str
-    status: Status
+    status: State
     reason: str = ""  # why a cell is skipped or failed without a verify result; a summary otherwise
     timings: Timings = field(default_factory=Timings)
-    result: dict[str, Any] | None = None  # the env's verify JSON, as written
+    result: Report | None = None  # the env's verify report
 
     @property
     def passed(self) -> bool:
-        return self.status.passed
+        return self.status.passed()
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["status"] = self.status.value
+        d["result"] = self.result.to_json() if self.result else None
         return d
 
     @classmethod
@@ -62,10 +66,10 @@ class Cell:
             env=d["env"],
             transformers=d["transformers"],
             torch=d["torch"],
-            status=Status(d["status"]),
+            status=State(d["status"]),
             reason=d.get("reason", ""),
             timings=Timings(**d.get("timings", {})),
-            result=d.get("result"),
+            result=Report.from_json(d["result"], f"the matrix cell {d['env']}") if d.get("result") else None,
         )
 
 
@@ -96,8 +100,8 @@ class Matrix:
                 return c
         return None
 
-    def counts(self) -> dict[Status, int]:
-        return {s: sum(c.status is s for c in self.cells) for s in Status}
+    def counts(self) -> dict[State, int]:
+        return {s: sum(c.status is s for c in self.cells) for s in State}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -135,33 +139,6 @@ class BadResult(ValueError):
     """A verify JSON that does not follow the schema (the env's verify is broken or too old)."""
 
 
-def summarize(result: dict[str, Any]) -> str:
-    """One short line for a cell: which models reproduced and where other hazards remain."""
-    models = result.get("models") or []
-    reproduced = sorted({m["model"] for m in models if any(r.get("reproduced") for r in m.get("rules", []))})
-    latent = sorted(
-        {
-            m["model"]
-            for m in models
-            if m["model"] not in reproduced and any(r.get("pattern_present") for r in m.get("rules", []))
-        }
-    )
-    hazards = sorted({f["hazard"] for m in models for f in m.get("other_findings", [])})
-    skipped = [
-        f"{m['model']} skipped ({(m.get('notes') or ['no reason given'])[0]})"
-        for m in models
-        if m.get("status") == "skipped"
-    ]
-    parts = skipped
-    if reproduced:
-        parts.append("reproduced: " + ", ".join(reproduced))
-    if latent:
-        parts.append("latent: " + ", ".join(latent))
-    if hazards:
-        parts.append("other hazards: " + ", ".join(hazards))
-    return "; ".join(parts) or "checked: " + (", ".join(m["model"] for m in models) or "no models")
-
-
 def _release(reported: object, pinned: str) -> str:
     """What verify saw installed when it says (minus a local tag: 2.13.0+cpu is 2.13.0), else the pin."""
     try:
@@ -171,21 +148,18 @@ def _release(reported: object, pinned: str) -> str:
 
 
 def cell_from_result(spec: EnvSpec, result: dict[str, Any], timings: Timings) -> Cell:
-    """The cell for an env whose verify wrote ``result`` (raises BadResult when it is malformed)."""
+    """The cell for an env whose verify wrote ``result`` (raises BadResult when it is no current verdict)."""
     try:
-        status = Status(result["status"])
-        models = result["models"]
-        if not isinstance(models, list) or not all(isinstance(m, dict) and "model" in m for m in models):
-            raise BadResult("'models' must be a list of objects with a 'model' name")
-    except (KeyError, ValueError, TypeError) as e:
-        raise BadResult(f"verify result does not follow the schema: {e}") from e
+        report = Report.from_json(result, f"{spec.name}'s verify result")
+    except RopefixError as e:
+        raise BadResult(str(e).split(". ", 1)[0]) from e
     return Cell(
         env=spec.name,
-        # the result says what was really installed; the spec says what was asked for
-        transformers=_release(result.get("transformers"), spec.transformers),
-        torch=_release(result.get("torch"), spec.torch),
-        status=status,
-        reason=summarize(result),
+        # the report says what was really installed; the spec says what was asked for
+        transformers=_release(report.release, spec.transformers),
+        torch=_release(report.torch, spec.torch),
+        status=report.state,
+        reason=render.summary(report),
         timings=timings,
-        result=result,
+        result=report,
     )

@@ -16,25 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ropefix.matrix.model import Matrix
-from ropefix.prove.status import COLOURS, Status
+from ropefix.prove.render import COLOURS, LABELS, MARKS
+from ropefix.prove.verdict import State
 
-# What a reader of the table sees for each status (the legend uses the same words).
-LABELS: dict[Status, str] = {
-    Status.REPRODUCED_FIXED: "reproduced, fixed",
-    Status.REPRODUCED_OTHER_HAZARDS: "reproduced, other hazards remain",
-    Status.LATENT: "latent (pattern present, not reproduced)",
-    Status.NOT_AFFECTED: "not affected",
-    Status.FIX_FAILED: "fix failed",
-    Status.SKIPPED: "skipped",
-}
-MARKS: dict[Status, str] = {
-    Status.REPRODUCED_FIXED: "🟢",
-    Status.REPRODUCED_OTHER_HAZARDS: "🟠",
-    Status.LATENT: "🔵",
-    Status.NOT_AFFECTED: "⚪",
-    Status.FIX_FAILED: "🔴",
-    Status.SKIPPED: "⏭️",
-}
 FILES = ("matrix.json", "matrix.md", "matrix.svg", "matrix.png", "matrix.junit.xml")
 
 
@@ -69,7 +53,7 @@ def render_md(m: Matrix) -> str:
             f"| {c.env} | {c.transformers} | {c.torch} | {c.status.value} | {_md_escape(c.reason)} "
             f"| {t.create_s:.1f} | {t.install_s:.1f} | {t.test_s:.1f} |"
         )
-    out += ["", "</details>", "", "Legend: " + "; ".join(f"{MARKS[s]} {s.value}: {LABELS[s]}" for s in Status)]
+    out += ["", "</details>", "", "Legend: " + "; ".join(f"{MARKS[s]} {s.value}: {LABELS[s]}" for s in State)]
     return "\n".join(out) + "\n"
 
 
@@ -81,7 +65,7 @@ def render_junit(m: Matrix) -> str:
         tests=str(len(m.cells)),
         failures=str(sum(not c.passed for c in m.cells)),
         errors="0",
-        skipped=str(sum(c.status is Status.SKIPPED for c in m.cells)),
+        skipped=str(sum(c.status is State.SKIPPED for c in m.cells)),
         time=f"{m.duration_s:.3f}",
         timestamp=m.generated,
     )
@@ -93,11 +77,11 @@ def render_junit(m: Matrix) -> str:
             name=f"{c.env} (transformers {c.transformers}, torch {c.torch})",
             time=f"{c.timings.total_s:.3f}",
         )
-        if c.status is Status.SKIPPED:
+        if c.status is State.SKIPPED:
             ET.SubElement(case, "skipped", message=c.reason)
         elif not c.passed:
             fail = ET.SubElement(case, "failure", message=f"{c.status.value}: {c.reason}", type=c.status.value)
-            fail.text = json.dumps(c.result, indent=1) if c.result else c.reason
+            fail.text = c.result.dumps() if c.result else c.reason
         ET.SubElement(case, "system-out").text = f"status: {c.status.value}\n{c.reason}"
     root = ET.Element("testsuites", name="ropefix matrix")
     root.append(suite)
@@ -128,7 +112,7 @@ def draw(m: Matrix, svg: Path, png: Path) -> None:
             rect = Rectangle((x, y), 1, 1, facecolor=COLOURS[c.status], edgecolor="#444444", linewidth=0.8)
             rect.set_gid(cell_gid(c.env))
             ax.add_patch(rect)
-            dark = c.status in (Status.REPRODUCED_FIXED, Status.FIX_FAILED)
+            dark = c.status in (State.REPRODUCED_FIXED, State.FIX_FAILED)
             ax.text(
                 x + 0.5,
                 y + 0.5,
@@ -146,7 +130,7 @@ def draw(m: Matrix, svg: Path, png: Path) -> None:
     for side in ax.spines.values():
         side.set_visible(False)
     ax.set_title(f"ropefix matrix: {'PASS' if m.passed else 'FAIL'} ({len(m.cells)} envs)")
-    handles = [Patch(facecolor=COLOURS[s], edgecolor="#444444", label=LABELS[s]) for s in Status]
+    handles = [Patch(facecolor=COLOURS[s], edgecolor="#444444", label=LABELS[s]) for s in State]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=8)
     fig.tight_layout()
     with _atomic(svg) as tmp:

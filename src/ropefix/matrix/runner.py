@@ -20,7 +20,7 @@ from ropefix import proc, ui
 from ropefix.errors import RopefixError
 from ropefix.matrix import toxenv
 from ropefix.matrix.model import BadResult, Cell, EnvSpec, Matrix, Timings, cell_from_result
-from ropefix.prove.status import Status
+from ropefix.prove.verdict import State
 
 TOX_RESULTS = "_tox"  # beside the verify JSONs: tox's --result-json per env (not hidden: CI artifacts drop dotfiles)
 
@@ -82,7 +82,7 @@ def run(p: Plan, opts: RunOptions) -> Matrix:
             env=name,
             transformers="?",
             torch="?",
-            status=Status.SKIPPED,
+            status=State.SKIPPED,
             reason=f"tox.ini declares no env named {name!r} (see `tox -c {opts.tox_ini} list`)",
         )
         for name in p.unknown_envs
@@ -194,23 +194,23 @@ def interpret(
         total_s=round(total_s, 3),
     )
 
-    def cell(status: Status, reason: str) -> Cell:
+    def cell(status: State, reason: str) -> Cell:
         return Cell(spec.name, spec.transformers, spec.torch, status, reason, timings)
 
     failed_setup = [c for c in setup if c.get("retcode", 0) != 0]
     if failed_setup:
         c = failed_setup[0]
         why = _error_line(str(c.get("err", "")) + "\n" + str(c.get("output", "")))
-        return cell(Status.SKIPPED, f"install failed ({c.get('run_id', 'setup')}): {why}")
+        return cell(State.SKIPPED, f"install failed ({c.get('run_id', 'setup')}): {why}")
     if not env or (not test and verify is None):
         # tox stopped before running anything: no interpreter, a broken env, a timeout
-        return cell(Status.SKIPPED, f"tox could not run the env (exit {rc}): {_error_line(tail)}")
+        return cell(State.SKIPPED, f"tox could not run the env (exit {rc}): {_error_line(tail)}")
     if verify is None:
-        return cell(Status.FIX_FAILED, f"verify exited {rc} without writing {result_file.name}: {_error_line(tail)}")
+        return cell(State.FIX_FAILED, f"verify exited {rc} without writing {result_file.name}: {_error_line(tail)}")
     try:
         return cell_from_result(spec, verify, timings)
     except BadResult as e:
-        return cell(Status.FIX_FAILED, f"{result_file.name}: {e}")
+        return cell(State.FIX_FAILED, f"{result_file.name}: {e}")
 
 
 _ERROR = re.compile(r"(\berror\s*:|^\w*(Error|Exception)\b)", re.IGNORECASE)

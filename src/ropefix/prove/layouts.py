@@ -37,6 +37,12 @@ class Layout:
             "device_map": {k: f"cuda:{v}" for k, v in self.device_map.items()},
         }
 
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> Layout:
+        """The layout ``to_json`` wrote (device names back to accelerator indices)."""
+        dmap = {k: int(str(v).rsplit(":", 1)[-1]) for k, v in d["device_map"].items()}
+        return Layout(str(d["kind"]), dmap, str(d["input_device"]), int(d["n_devices"]))
+
     def short(self) -> str:
         """Runs of units per device, e.g. ``model.visual..model.language_model.layers.1 -> 0``."""
         runs: list[list[Any]] = []

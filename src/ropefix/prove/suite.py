@@ -1,19 +1,22 @@
 """The regression suite: a hypothesis search over layouts, prompts and call paths of one tiny model.
 
-Every example runs a call path twice: on one plain CPU model (the baseline) and on a copy placed
-by accelerate across simulated accelerators. Oracles:
+Every example runs a call path twice: once on the plain CPU (the reference: what the model
+computes when nothing is split) and once placed on simulated accelerators as users place it. Oracles:
 
-- a device failure (PyTorch's "same device" error) is a finding, classified by the innermost
-  transformers frame of its traceback into the hazard it belongs to;
-- a placed run must return the baseline bit for bit (all arithmetic is on the CPU);
-- a path that fails on one plain device is recorded apart (``baseline_errors``): ``verify``
-  compares those between the unpatched and the patched tree, so a fix that breaks a path that
-  worked before (the naive one-liner does) is caught.
+- a device failure (PyTorch's "same device" error) in the placed run is a finding, named by its
+  innermost transformers frame through ``ropefix.fix.hazards``; a layout on ONE accelerator that
+  fails where the CPU did not is a finding too (a single-accelerator bug), not a note;
+- a placed run must return the reference's result bit for bit (all arithmetic is on the CPU);
+- a path whose reference fails is "not compared" (with the reason) and counts against coverage;
+  when the CPU lacks a kernel CUDA has (the reference fails with a non-device error), the run on
+  one simulated accelerator is the reference instead, and the note says so.
 
-The search never hides a failure: each new failure site is recorded with hypothesis's shrunk
-example, then the search goes on with the same strategies until a whole run meets no new site.
-Run it in a process of its own (``python -m ropefix.prove.suite``) with the tree under test first on
-``PYTHONPATH``.
+Every (call path x prompt kind) pair that was compared is counted: verify's verdicts carry the
+count, and a rule judged on no decoding path is ``not-judged``. The search never hides a failure:
+each new failure site is kept with hypothesis's shrunk example, then the search goes on until a
+whole round meets no new site. ``--replay FILE`` re-runs given examples (a proof's failing layout on
+a patched tree). Run it in a process of its own (``python -m ropefix.prove.suite``) with the tree
+under test first on ``PYTHONPATH``.
 """
 
 from __future__ import annotations
@@ -28,9 +31,13 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ropefix.fix import hazards
 from ropefix.prove import callpaths, layouts, tinymodels
 from ropefix.prove.callpaths import Shape
 from ropefix.prove.tinymodels import Prompt
+from ropefix.prove.verdict import Example, Failure
+
+__all__ = ["DECODING", "PROFILES", "Example", "Failure", "Runner", "SuiteResult", "search"]
 
 # PyTorch's device-mismatch texts: operands (RuntimeError) and advanced-indexing indices (IndexError)
 DEVICE_ERRORS = (
@@ -40,33 +47,8 @@ DEVICE_ERRORS = (
 # max_examples per profile, as tests/conftest.py registers them for pytest
 PROFILES = {"ci": 25, "dev": 60, "deep": 1000}
 MAX_ROUNDS = 6  # searches after which remaining new sites are left for a deeper profile
-
-
-@dataclass(frozen=True)
-class Example:
-    model: str
-    layout: dict[str, Any]
-    prompt: dict[str, Any]
-    path: str
-    shape: dict[str, Any]
-
-    def describe(self) -> str:
-        p = self.prompt
-        return (
-            f"{self.path} on {self.model}, {p['kind']} prompt batch={p['batch']} len={p['length']} "
-            f"pad={p['pad']}/{p['padding_side']} grid={tuple(p['grid'])}, shape={self.shape}; "
-            f"layout {self.layout['kind']} over {self.layout['n_devices']} devices, inputs on "
-            f"{self.layout['input_device']}: {self.layout['device_map']}"
-        )
-
-
-@dataclass(frozen=True)
-class Failure:
-    hazard: str
-    site: str  # "models/qwen2_vl/modeling_qwen2_vl.py:1251", relative to the transformers package
-    code: str  # the source line at the site
-    error: str
-    example: Example
+# call paths that decode with cache_position: where stored deltas and the causal mask meet it
+DECODING = frozenset({"generate-greedy", "generate-beams", "decode-loop", "forward-after-generate", "embeds-generate"})
 
 
 @dataclass
@@ -78,16 +60,27 @@ class SuiteResult:
     profile: str
     examples_run: int = 0
     failures: list[Failure] = field(default_factory=list)
-    baseline_errors: dict[str, str] = field(default_factory=dict)  # "path/kind" -> error on one device
+    judged_pairs: list[str] = field(default_factory=list)  # "path/kind" compared against the reference
+    not_compared: dict[str, str] = field(default_factory=dict)  # "path/kind" -> why the reference failed
+    notes: list[str] = field(default_factory=list)
+    replays: list[dict[str, Any]] = field(default_factory=list)  # {"example": ..., "failure": ... | None}
     duration_s: float = 0.0
+
+    @property
+    def decode_judged(self) -> int:
+        return sum(1 for p in self.judged_pairs if p.split("/", 1)[0] in DECODING)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> SuiteResult:
-        fails = [Failure(**{**f, "example": Example(**f["example"])}) for f in d.get("failures", [])]
-        return SuiteResult(**{**d, "failures": fails})
+        fails = [Failure.from_json(f) for f in d.get("failures", [])]
+        replays = [
+            {"example": r["example"], "failure": Failure.from_json(r["failure"]) if r.get("failure") else None}
+            for r in d.get("replays", [])
+        ]
+        return SuiteResult(**{**d, "failures": fails, "replays": replays})
 
 
 # ---------------------------------------------------------------- classification
@@ -99,73 +92,97 @@ def _tf_root() -> str:
     return os.path.dirname(os.path.abspath(transformers.__file__))
 
 
-def site_of(tb: Any, root: str) -> tuple[str, str, str]:
-    """(file:line relative to ``root``, source line, function) of the innermost frame under ``root``."""
+def site_of(tb: Any, root: str) -> tuple[str, hazards.Site]:
+    """("file:line" relative to ``root``, the innermost frame under ``root``) of a traceback."""
     frames = [f for f in traceback.extract_tb(tb) if os.path.abspath(f.filename).startswith(root + os.sep)]
     if not frames:
-        return ("<outside transformers>", "", "")
+        return "<outside transformers>", hazards.Site("", "", "")
     f = frames[-1]
     rel = os.path.relpath(os.path.abspath(f.filename), root).replace(os.sep, "/")
     code = (f.line or linecache.getline(f.filename, f.lineno or 0)).strip()
-    return (f"{rel}:{f.lineno}", code, f.name)
+    return f"{rel}:{f.lineno}", hazards.Site(rel, f.name, code)
 
 
 def is_device_error(e: BaseException) -> bool:
     return any(text in str(e) for text in DEVICE_ERRORS)
 
 
-def hazard_of(code: str, function: str) -> str:
-    """The named hazard a device failure belongs to, from the failing line and its function."""
-    if "delta" in code:  # the stored deltas (or the delta made from them) meet cache_position/positions
-        return "rope-deltas"
-    if function == "get_rope_index" or "get_rope_index" in function:
-        return "rope-index-scatter"
-    if "mask" in function or ("cache_position" in code and "arange" in code):
-        return "causal-mask"
-    if "position_ids" in code or "position" in function:
-        return "position-ids"
-    if function in ("_update_model_kwargs_for_generation", "prepare_inputs_for_generation"):
-        return "generation-kwargs"
-    return f"device-mismatch:{function or 'unknown'}"
+def failure_of(e: BaseException, root: str, example: Example, devices: int) -> Failure:
+    where, site = site_of(e.__traceback__, root)
+    hazard = hazards.classify(site) if is_device_error(e) else f"error:{type(e).__name__}"
+    return Failure(hazard, where, site.code, f"{type(e).__name__}: {e}"[:400], example, devices)
 
 
 # ---------------------------------------------------------------- running one example
 
 
-def _baseline_key(ex_prompt: Prompt, path: str, shape: Shape) -> tuple:
-    return (ex_prompt, path, shape)
+@dataclass(frozen=True)
+class Reference:
+    """What a call path gives when nothing is split: the expected result, or why there is none."""
+
+    output: Any = None
+    where: str = "cpu"  # "cpu", or "cuda:0" when the CPU lacks a kernel the accelerator has
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+
+def same(a: Any, b: Any, mask: Any = None) -> bool:
+    """Bit for bit equal; per-position logits only where the attention mask holds a real token.
+
+    Padded positions are compared by nobody: transformers unmasks fully padded rows on cuda only (an
+    sdpa workaround), so their logits differ between the CPU and an accelerator by design.
+    """
+    import torch
+
+    if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape):
+        return False
+    if mask is not None and a.dim() == 3 and tuple(a.shape[:2]) == tuple(mask.shape):
+        keep = mask.bool()
+        return torch.equal(a[keep], b[keep])
+    return torch.equal(a, b)
 
 
 class Runner:
-    """Runs examples for one model; caches single-device baselines."""
+    """Runs examples for one model; caches references; counts what was compared."""
 
     def __init__(self, model: str, seed: int = 0) -> None:
         self.tiny = tinymodels.build(model, seed)
         self.units = layouts.units(self.tiny.model)
         self.root = _tf_root()
-        self._baselines: dict[tuple, Any] = {}
-        self.baseline_errors: dict[str, str] = {}
+        self._references: dict[tuple, Reference] = {}
+        self.judged: set[str] = set()
+        self.not_compared: dict[str, str] = {}
+        self.notes: list[str] = []
         self.examples_run = 0
 
-    def baseline(self, prompt: Prompt, path: str, shape: Shape) -> Any:
-        """The same call on one simulated device: the reference a placed run must match bit for bit.
+    def _example(self, layout: layouts.Layout, prompt: Prompt, path: str, shape: Shape, arm: str) -> Example:
+        return Example(str(self.tiny.family.name), layout.to_json(), asdict(prompt), path, asdict(shape), arm)
 
-        One *simulated* device, not the plain CPU: transformers takes device-type branches (the
-        sdpa mask unmasks fully padded rows on cuda only), so only a cuda:0 run is comparable.
-        """
-        key = _baseline_key(prompt, path, shape)
-        if key not in self._baselines:
-            one = layouts.Layout("one-device", {u: 0 for u in self.units.names}, "cuda:0", 1)
+    def reference(self, prompt: Prompt, path: str, shape: Shape) -> Reference:
+        """The call on the plain CPU model; on one simulated accelerator when the CPU itself cannot run it."""
+        key = (prompt, path, shape)
+        if key in self._references:
+            return self._references[key]
+        inputs = tinymodels.inputs(self.tiny, prompt)
+        try:
+            ref = Reference(_as_cpu(callpaths.call(path, self.tiny.model, inputs, shape)))
+        except Exception as cpu_error:  # noqa: BLE001 - a path the CPU cannot run is recorded, not raised
+            cpu_where, _ = site_of(cpu_error.__traceback__, self.root)
+            why = f"{type(cpu_error).__name__}: {cpu_error} at {cpu_where}"[:400]
+            one = layouts.Layout("one-accelerator", {u: 0 for u in self.units.names}, "cuda:0", 1)
             try:
-                self._baselines[key] = self.placed(one, prompt, path, shape)
-            except Exception as e:  # noqa: BLE001 - the path does not run on one device: not a device finding
-                self._baselines[key] = e
-                site, _, _ = site_of(e.__traceback__, self.root)
-                self.baseline_errors.setdefault(f"{path}/{prompt.kind}", f"{type(e).__name__}: {e} at {site}"[:400])
-        return self._baselines[key]
+                ref = Reference(self.placed(one, prompt, path, shape), "cuda:0")
+                self.notes.append(f"{path}/{prompt.kind}: the CPU cannot run it ({why}); reference on cuda:0")
+            except Exception:  # noqa: BLE001 - neither runs it: the pair cannot be compared
+                ref = Reference(error=why)
+        self._references[key] = ref
+        return ref
 
     def placed(self, layout: layouts.Layout, prompt: Prompt, path: str, shape: Shape) -> Any:
-        """Run on a copy dispatched over simulated devices; returns the output or raises."""
+        """Run on a copy placed over simulated devices; returns the output (on the CPU) or raises."""
         import copy
 
         from accelerate import dispatch_model
@@ -175,30 +192,51 @@ class Runner:
         with devices.simulate(n=layout.n_devices, kind="cuda"):
             model = copy.deepcopy(self.tiny.model)
             tinymodels.reset_state(model)
-            dispatch_model(model, device_map=dict(layout.device_map))
+            if len(set(layout.device_map.values())) == 1:
+                model.to(f"cuda:{next(iter(layout.device_map.values()))}")  # what accelerate does with one device
+            else:
+                dispatch_model(model, device_map=dict(layout.device_map))
             inp = callpaths.to_device(tinymodels.inputs(self.tiny, prompt), layout.input_device)
-            out = callpaths.call(path, model, inp, shape)
-            return out.cpu() if hasattr(out, "cpu") else out
+            return _as_cpu(callpaths.call(path, model, inp, shape))
 
-    def check(self, layout: layouts.Layout, prompt: Prompt, path: str, shape: Shape) -> Failure | None:
+    def check(
+        self, layout: layouts.Layout, prompt: Prompt, path: str, shape: Shape, arm: str = "placed"
+    ) -> Failure | None:
         """One example through every oracle; a Failure if any says no."""
-        import torch
-
         self.examples_run += 1
-        example = Example(str(self.tiny.family.name), layout.to_json(), {**asdict(prompt)}, path, asdict(shape))
-        base = self.baseline(prompt, path, shape)
-        if isinstance(base, Exception):
-            return None  # recorded in baseline_errors; nothing to compare against
+        example = self._example(layout, prompt, path, shape, arm)
+        ref = self.reference(prompt, path, shape)
+        if not ref.ok:
+            self.not_compared.setdefault(example.pair, ref.error)
+            return None
+        self.judged.add(example.pair)
         try:
             out = self.placed(layout, prompt, path, shape)
         except Exception as e:  # noqa: BLE001 - every failure is classified, none dropped
-            site, code, function = site_of(e.__traceback__, self.root)
-            text = f"{type(e).__name__}: {e}"
-            hazard = hazard_of(code, function) if is_device_error(e) else f"error:{type(e).__name__}"
-            return Failure(hazard, site, code, text[:400], example)
-        if not (out.shape == base.shape and torch.equal(out, base)):
-            return Failure("output-mismatch", "<result>", "", "placed run differs from the one-device run", example)
+            return failure_of(e, self.root, example, len(set(layout.device_map.values())))
+        if not same(out, ref.output, tinymodels.inputs(self.tiny, prompt).get("attention_mask")):
+            return Failure(
+                "output-mismatch", "<result>", "", f"placed run differs from the reference on {ref.where}", example
+            )
         return None
+
+    def replay(self, example: dict[str, Any]) -> Failure | None:
+        """Run a recorded example again (e.g. an unpatched tree's failing layout on the patched tree)."""
+        ex = Example(**example)
+        layout = layouts.Layout.from_json(ex.layout)
+        prompt = Prompt(**{**ex.prompt, "grid": tuple(ex.prompt["grid"])})
+        return self.check(layout, prompt, ex.path, Shape(**ex.shape), ex.arm)
+
+    def result(self, into: SuiteResult) -> SuiteResult:
+        into.examples_run = self.examples_run
+        into.judged_pairs = sorted(self.judged)
+        into.not_compared = dict(sorted(self.not_compared.items()))
+        into.notes = list(dict.fromkeys(self.notes))
+        return into
+
+
+def _as_cpu(out: Any) -> Any:
+    return out.cpu() if hasattr(out, "cpu") else out
 
 
 # ---------------------------------------------------------------- the search
@@ -214,7 +252,9 @@ def strategies(runner: Runner, max_devices: int = 3) -> Any:
     """Everything one example draws: layout, prompt, call path, generation shape."""
     from hypothesis import strategies as st
 
-    kinds = ["text", "image"] + (["video"] if runner.tiny.video_layout else [])
+    kinds = list(
+        getattr(runner.tiny, "kinds", None) or ["text", "image"] + (["video"] if runner.tiny.video_layout else [])
+    )
     m = runner.tiny.merge
 
     @st.composite
@@ -230,7 +270,7 @@ def strategies(runner: Runner, max_devices: int = 3) -> Any:
             pad=draw(st.integers(0, 3), label="pad") if batch > 1 else 0,
             padding_side=draw(st.sampled_from(["left", "right"]), label="padding_side"),
             grid=(
-                draw(st.integers(1, 2), label="frames") if kind == "video" else 1,
+                draw(st.integers(1, 2), label="frames") if "video" in kind else 1,
                 m * draw(st.integers(1, 2), label="h"),
                 m * draw(st.integers(1, 2), label="w"),
             ),
@@ -248,8 +288,14 @@ def strategies(runner: Runner, max_devices: int = 3) -> Any:
     return example()
 
 
-def search(model: str, profile: str = "ci", max_examples: int | None = None, seed: int = 0) -> SuiteResult:
-    """Search ``model``'s layouts for failures; every distinct failure site is recorded once, shrunk."""
+def search(
+    model: str,
+    profile: str = "ci",
+    max_examples: int | None = None,
+    seed: int = 0,
+    replay: list[dict[str, Any]] | None = None,
+) -> SuiteResult:
+    """Replay the given examples, then search ``model``'s layouts; every distinct failure site is kept once, shrunk."""
     import torch
     import transformers
     from hypothesis import HealthCheck, Phase, given, settings
@@ -258,6 +304,12 @@ def search(model: str, profile: str = "ci", max_examples: int | None = None, see
     runner = Runner(model, seed)
     result = SuiteResult(model, transformers.__version__, _tf_root(), torch.__version__, profile)
     known: set[tuple[str, str]] = set()
+    for ex in replay or []:
+        failure = runner.replay(ex)
+        result.replays.append({"example": ex, "failure": failure})
+        if failure is not None and (failure.hazard, failure.site) not in known:
+            result.failures.append(failure)
+            known.add((failure.hazard, failure.site))
     n = max_examples or PROFILES[profile]
     cfg = settings(
         max_examples=n,
@@ -284,8 +336,7 @@ def search(model: str, profile: str = "ci", max_examples: int | None = None, see
             result.failures.append(e.failure)
             known.add((e.failure.hazard, e.failure.site))
             _progress(f"{model}: {e.failure.hazard} at {e.failure.site} ({runner.examples_run} examples)")
-    result.examples_run = runner.examples_run
-    result.baseline_errors = dict(runner.baseline_errors)
+    runner.result(result)
     result.duration_s = round(time.monotonic() - start, 2)
     return result
 
@@ -296,18 +347,30 @@ def _progress(msg: str) -> None:
     ui.info(msg)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m ropefix.prove.suite --model M [--profile P]``: JSON results on stdout, one object per model."""
+    """``python -m ropefix.prove.suite --model M [--profile P] [--replay FILE]``: JSON on stdout, one object per model."""
     ap = argparse.ArgumentParser(prog="python -m ropefix.prove.suite")
     ap.add_argument("--model", action="append", required=True)
     ap.add_argument("--profile", default="ci", choices=sorted(PROFILES))
-    ap.add_argument("--max-examples", type=int)
+    ap.add_argument("--max-examples", type=_positive)
+    ap.add_argument("--replay", help="JSON file: {model: [example, ...]} to run before the search")
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    replays: dict[str, list[dict[str, Any]]] = {}
+    if args.replay:
+        with open(args.replay, encoding="utf-8") as fh:
+            replays = json.load(fh)
     out = []
     for m in args.model:
         try:
-            out.append(search(m, args.profile, args.max_examples).to_json())
+            out.append(search(m, args.profile, args.max_examples, replay=replays.get(m)).to_json())
         except Exception as e:  # noqa: BLE001 - one model that cannot be built must not hide the others
             out.append({"model": m, "error": f"{type(e).__name__}: {e}"})
     json.dump(out, sys.stdout)

@@ -1,9 +1,14 @@
-"""``verify``: the reproducer on the unpatched tree, the suite on a patched copy, one result per model and rule.
+"""``verify``: reproduce on the unpatched tree, fix a copy with the proven rules only, prove the copy.
 
-The two trees never share a process: each suite run is ``python -m ropefix.prove.suite`` with the tree
-first on ``PYTHONPATH``. The patched tree is a copy of the package (``apply_tree`` on the copy);
-the tree given is never modified. The result keeps "latent" (the bad pattern is present, no layout
-reproduces it) apart from "reproduced".
+1. Scan: which families of the tree the rules flag (any site), and each rule's affected sites.
+2. The suite on the unpatched tree (a subprocess with the tree first on ``PYTHONPATH``).
+3. A rule is applied to a family only when a failing example proved its hazard there. The patched
+   copy (a light copy; the tree given is never modified) gets exactly those rules per family; the
+   suite replays each proof's failing layout on it and searches again. A hazard that the earlier
+   fix uncovered (the failure moved one line down) proves its own rule in the next round.
+4. ``judge`` (pure) turns the runs into a ``Report`` of verdicts (``ropefix.prove.verdict``).
+
+The report is kept in the cache (``ropefix.prove.verdicts``), so ``backport`` and ``pr`` reuse it.
 """
 
 from __future__ import annotations
@@ -15,61 +20,17 @@ import re
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ropefix import proc, ui
+from ropefix import __version__, proc, ui
 from ropefix.errors import RopefixError
-from ropefix.prove.status import Status
-from ropefix.prove.suite import PROFILES, Failure, SuiteResult
+from ropefix.prove.suite import PROFILES, SuiteResult
+from ropefix.prove.verdict import FamilyReport, Finding, Proof, Report, State, Verdict, worst
 
+# ``ropefix run``'s default families: the two the bug was reported against
 DEFAULT_MODELS = ("qwen2_vl", "qwen2_5_vl")
-# worst first: the run's status is the worst of its models'
-ORDER = [
-    Status.FIX_FAILED,
-    Status.REPRODUCED_OTHER_HAZARDS,
-    Status.REPRODUCED_FIXED,
-    Status.LATENT,
-    Status.NOT_AFFECTED,
-    Status.SKIPPED,
-]
-
-
-@dataclass
-class RuleResult:
-    rule: str
-    pattern_present: bool
-    reproduced: bool
-    failing_layout: dict[str, Any] | None
-    failure_site: str | None
-    fixed: bool | None
-    example: str | None = None  # the shrunk failing example, in words
-
-
-@dataclass
-class ModelResult:
-    model: str
-    rules: list[RuleResult]
-    other_findings: list[dict[str, Any]]
-    examples_run: int
-    status: str = Status.NOT_AFFECTED.value
-    broken_paths: list[str] = field(default_factory=list)  # worked unpatched, fail patched on one device
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class VerifyResult:
-    transformers: str
-    torch: str
-    status: str
-    models: list[ModelResult]
-    duration_s: float
-    tree: str = ""
-    profile: str = "ci"
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # ---------------------------------------------------------------- locating the tree
@@ -97,8 +58,14 @@ def version_of(pkg: Path) -> str:
 # ---------------------------------------------------------------- running the suite in a subprocess
 
 
-def run_suite(pkg: Path, models: list[str], profile: str, max_examples: int | None = None) -> list[dict[str, Any]]:
-    """The suite's JSON for ``models``, run with the package folder ``pkg`` first on the path."""
+def run_suite(
+    pkg: Path,
+    models: list[str],
+    profile: str,
+    max_examples: int | None = None,
+    replay: dict[str, list[dict[str, Any]]] | None = None,
+) -> dict[str, SuiteResult | str]:
+    """Per model, the suite's result (or why the model could not be built), run with ``pkg`` first on the path."""
     kit_src = Path(__file__).resolve().parents[2]
     env = {
         "PYTHONPATH": os.pathsep.join([str(pkg.parent), str(kit_src)]),
@@ -111,21 +78,30 @@ def run_suite(pkg: Path, models: list[str], profile: str, max_examples: int | No
         cmd += ["--model", m]
     if max_examples:
         cmd += ["--max-examples", str(max_examples)]
-    done = proc.run(cmd, env=env, cwd=tempfile.gettempdir())
+    with tempfile.TemporaryDirectory(prefix="ropefix-replay-") as tmp:
+        if replay:
+            file = Path(tmp) / "replay.json"
+            file.write_text(json.dumps(replay))
+            cmd += ["--replay", str(file)]
+        done = proc.run(cmd, env=env, cwd=tempfile.gettempdir())
     if not done.ok:
         raise RopefixError(f"The regression suite could not run against {pkg}.\n{done.describe()}")
     for line in done.err.splitlines():  # the search's own progress: each new failure site as it was found
         if any(line.startswith(f"{m}: ") for m in models):
             ui.info(f"  {line}")
-    results = json.loads(done.out)
-    for r in results:  # the subprocess must have imported the tree we meant
+    out: dict[str, SuiteResult | str] = {}
+    for r in json.loads(done.out):
+        if "error" in r:
+            out[r["model"]] = r["error"]
+            continue
         where = r.get("transformers_path")
-        if where and Path(where).resolve() != pkg.resolve():
+        if where and Path(where).resolve() != pkg.resolve():  # the subprocess must have imported the tree we meant
             raise RopefixError(
                 f"The suite imported transformers from {where}, not from {pkg}. Something on the path shadows "
                 "it (a .pth file or PYTHONPATH); remove that and retry."
             )
-    return results
+        out[r["model"]] = SuiteResult.from_json(r)
+    return out
 
 
 def light_copy(pkg: Path, dest: Path, models: list[str]) -> Path:
@@ -147,96 +123,181 @@ def light_copy(pkg: Path, dest: Path, models: list[str]) -> Path:
     return copy
 
 
-def patched_copy(pkg: Path, models: list[str], dest: Path) -> tuple[Path, Any]:
-    """A light copy of the package with the kit's fix applied to ``models``."""
+def patched_copy(pkg: Path, plan: dict[str, list[str]], dest: Path) -> Path:
+    """A light copy of the package with, per family, exactly the rules in ``plan`` applied."""
     from ropefix.fix.engine import apply_tree
 
-    present = [m for m in models if (pkg / "models" / m).is_dir()]
-    copy = light_copy(pkg, dest, present)
-    report = apply_tree(copy, models=present or None)
-    return copy, report
+    copy = light_copy(pkg, dest, sorted(plan))
+    for family, rules in sorted(plan.items()):
+        if rules:
+            apply_tree(copy, models=[family], rules=rules)
+    return copy
 
 
-# ---------------------------------------------------------------- turning results into verdicts
+# ---------------------------------------------------------------- static facts
 
 
-def _finding(f: Failure, tree: str) -> dict[str, Any]:
-    return {
-        "hazard": f.hazard,
-        "site": f"transformers/{f.site}",
-        "example": f.example.describe(),
-        "tree": tree,
-        "error": f.error,
-        "code": f.code,
-    }
+@dataclass(frozen=True)
+class Static:
+    """What the scan says about one family: affected sites per rule, and whether anything is flagged."""
+
+    family: str
+    affected: dict[str, tuple[str, ...]]  # rule -> "file:line" of affected sites
+    flagged: bool  # any site of any rule, whatever its status
+
+
+def static_facts(pkg: Path, models: list[str] | None) -> dict[str, Static]:
+    from ropefix.fix.engine import scan_tree
+    from ropefix.fix.rules import REGISTRY
+
+    scan = scan_tree(pkg, models=models)
+    families = sorted({s.model for s in scan.sites} | set(models or ()))
+    out = {}
+    for fam in families:
+        sites = [s for s in scan.sites if s.model == fam]
+        affected = {
+            r: tuple(f"{s.file}:{s.line}" for s in sites if s.rule == r and s.status == "affected") for r in REGISTRY
+        }
+        out[fam] = Static(fam, affected, bool(sites))
+    return out
+
+
+def rule_of_hazard() -> dict[str, str]:
+    from ropefix.fix.rules import REGISTRY
+
+    return {r.hazard: r.name for r in REGISTRY.values()}
+
+
+# ---------------------------------------------------------------- turning runs into verdicts
+
+
+def _proofs(result: SuiteResult, static: Static, owner: dict[str, str], tree: str) -> dict[str, Proof]:
+    """Per rule, the first failure of its hazard on this run."""
+    found: dict[str, Proof] = {}
+    for f in result.failures:
+        rule = owner.get(f.hazard)
+        if rule and rule not in found:
+            found[rule] = Proof(f, tree)
+    return found
 
 
 def judge(
-    model: str,
-    rules: list[str],
-    present: dict[str, bool],
+    release: str,
+    torch: str,
+    static: Static,
     before: SuiteResult,
     after: SuiteResult | None,
+    proofs: dict[str, Proof],
+    applied: list[str],
     apply_error: str | None = None,
-) -> ModelResult:
-    """One model's verdict from the static scan and the two suite runs (pure)."""
-    out_rules = []
-    fix_failed = apply_error is not None
-    broken = sorted(set(after.baseline_errors) - set(before.baseline_errors)) if after else []
+) -> FamilyReport:
+    """One family's verdicts from the scan and the suite runs (pure)."""
+    owner = rule_of_hazard()
+    family = static.family
+    broken = sorted(set(after.not_compared) - set(before.not_compared)) if after else []
     mismatch_after = [f for f in (after.failures if after else []) if f.hazard == "output-mismatch"]
-    for rule in rules:
-        hit = next((f for f in before.failures if f.hazard == rule), None)
-        still = next((f for f in (after.failures if after else []) if f.hazard == rule), None)
-        relevant = hit is not None or present.get(rule, False)
-        fixed = None
-        if relevant and after is not None:
-            fixed = still is None and not broken and not mismatch_after
-        if relevant and (after is None or fixed is False):
-            fix_failed = True
-        out_rules.append(
-            RuleResult(
-                rule,
-                present.get(rule, False),
-                hit is not None,
-                hit.example.layout if hit else None,
-                f"transformers/{hit.site}" if hit else None,
-                fixed,
-                hit.example.describe() if hit else None,
-            )
-        )
-    others = [_finding(f, "unpatched") for f in before.failures if f.hazard not in rules]
-    seen = {(o["hazard"], o["site"]) for o in others}
-    if after:
-        others += [
-            _finding(f, "patched")
-            for f in after.failures
-            if f.hazard not in rules and (f.hazard, f"transformers/{f.site}") not in seen
-        ]
-    reproduced = any(r.reproduced for r in out_rules)
-    patched_other = after is not None and any(f.hazard not in rules for f in after.failures)
-    if fix_failed:
-        status = Status.FIX_FAILED
-    elif reproduced and patched_other:
-        status = Status.REPRODUCED_OTHER_HAZARDS
-    elif reproduced:
-        status = Status.REPRODUCED_FIXED
-    elif any(r.pattern_present for r in out_rules):
-        status = Status.LATENT
-    else:
-        status = Status.NOT_AFFECTED
+    judged, decode = len(before.judged_pairs), before.decode_judged
+    verdicts = []
+    for rule, sites in static.affected.items():
+        proof = proofs.get(rule)
+        common = {"release": release, "torch": torch, "family": family, "rule": rule, "judged": judged}
+        common |= {"decode_judged": decode, "sites": sites}
+        if proof is not None:
+            state, after_text, reason = _proven(rule, proof, applied, after, broken, mismatch_after, apply_error)
+            verdicts.append(Verdict(**common, state=state, proof=proof, after=after_text, reason=reason))
+        elif decode == 0:
+            why = "no decoding path (generate, a decode loop) could be compared: " + _not_compared_summary(before)
+            verdicts.append(Verdict(**common, state=State.NOT_JUDGED, reason=why))
+        elif sites:
+            why = f"pattern at {len(sites)} site(s); {judged} path x prompt pairs judged ({decode} decoding), none failed"
+            verdicts.append(Verdict(**common, state=State.LATENT, reason=why))
+        else:
+            why = f"no affected site; {judged} path x prompt pairs judged ({decode} decoding), none failed"
+            verdicts.append(Verdict(**common, state=State.NOT_AFFECTED, reason=why))
+    findings = [Finding(f, "unpatched", owner.get(f.hazard)) for f in before.failures if f.hazard not in owner]
+    seen = {(f.failure.hazard, f.failure.site) for f in findings}
+    for f in after.failures if after else []:
+        if f.hazard not in owner and (f.hazard, f.site) not in seen:
+            findings.append(Finding(f, "patched", None))
     notes = [f"patch not applied: {apply_error}"] if apply_error else []
-    notes += [
-        f"fails on one simulated device, unpatched (not compared): {k}: {v}"
-        for k, v in sorted(before.baseline_errors.items())
-    ]
-    examples = before.examples_run + (after.examples_run if after else 0)
-    return ModelResult(model, out_rules, others, examples, status.value, broken, notes)
+    notes += list(before.notes)
+    if judged == 0:
+        state, reason = State.NOT_JUDGED, "nothing was compared: " + _not_compared_summary(before)
+    else:
+        state, reason = worst(v.state for v in verdicts), ""
+    return FamilyReport(
+        family=family,
+        state=state,
+        verdicts=tuple(verdicts),
+        findings=tuple(findings),
+        judged_pairs=tuple(before.judged_pairs),
+        not_compared=dict(before.not_compared),
+        examples_run=before.examples_run + (after.examples_run if after else 0),
+        broken_paths=tuple(broken),
+        notes=tuple(notes),
+        reason=reason,
+    )
 
 
-def overall(models: list[ModelResult]) -> Status:
-    if not models:
-        return Status.SKIPPED
-    return min((Status(m.status) for m in models), key=ORDER.index)
+def _proven(
+    rule: str,
+    proof: Proof,
+    applied: list[str],
+    after: SuiteResult | None,
+    broken: list[str],
+    mismatch: list[Any],
+    apply_error: str | None,
+) -> tuple[State, str, str]:
+    """The state of a reproduced rule: fixed only if the patched tree passes its proof and breaks nothing."""
+    if apply_error:
+        return State.FIX_FAILED, "", f"reproduced; the patch did not apply: {apply_error}"
+    if rule not in applied:
+        return State.FIX_FAILED, "", "reproduced, but the rule finds no affected site to rewrite in this family"
+    if after is None:
+        return State.FIX_FAILED, "", "reproduced; the patched tree was not run"
+    hazard = proof.failure.hazard
+    still = next((f for f in after.failures if f.hazard == hazard), None)
+    replay = next((r for r in after.replays if r["example"] == _as_dict(proof.failure.example)), None)
+    replay_failure = replay["failure"] if replay else None
+    if replay_failure is not None:
+        return (
+            State.FIX_FAILED,
+            f"the proof's layout fails at {replay_failure.site}",
+            "reproduced, still fails patched",
+        )
+    if still is not None:
+        return State.FIX_FAILED, f"fails at transformers/{still.site}", "reproduced, still fails patched"
+    if broken:
+        return State.FIX_FAILED, f"breaks {', '.join(broken)}", "the patch breaks paths that worked unpatched"
+    if mismatch:
+        return State.FIX_FAILED, "a placed run differs from the reference", "the patched tree gives other results"
+    checked = "the proof's layout passes" if replay else "no example fails"
+    return (
+        State.REPRODUCED_FIXED,
+        f"passes: {checked} with results identical to the reference; {after.examples_run} examples searched",
+        f"reproduced on the {proof.tree} tree, green after the patch",
+    )
+
+
+def _as_dict(example: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(example)
+
+
+def _not_compared_summary(r: SuiteResult) -> str:
+    if not r.not_compared:
+        return "no example reached a compared pair"
+    first = next(iter(r.not_compared.items()))
+    return f"{len(r.not_compared)} pair(s) fail on the reference itself, e.g. {first[0]}: {first[1][:200]}"
+
+
+def not_built(release: str, torch: str, static: Static, why: str) -> FamilyReport:
+    verdicts = tuple(
+        Verdict(release, torch, static.family, rule, State.NOT_JUDGED, 0, 0, sites, reason=f"not built: {why}")
+        for rule, sites in static.affected.items()
+    )
+    return FamilyReport(static.family, State.NOT_JUDGED, verdicts, reason=f"no tiny model could be built: {why}")
 
 
 # ---------------------------------------------------------------- the command's work
@@ -247,97 +308,96 @@ def verify(
     models: list[str] | None = None,
     profile: str = "ci",
     max_examples: int | None = None,
-) -> VerifyResult:
+) -> Report:
     """Reproduce on the tree at ``path`` (or the importable transformers), fix a copy, prove the copy."""
-    from ropefix.fix.engine import scan_tree
-    from ropefix.fix.rules import REGISTRY
-
     if profile not in PROFILES:
         raise RopefixError(f"Unknown profile {profile!r}; use one of {', '.join(PROFILES)}.")
     start = time.monotonic()
     pkg = package_of(path)
-    chosen = list(models or DEFAULT_MODELS)
-    missing = [m for m in chosen if not (pkg / "models" / m).is_dir()]
+    release = version_of(pkg)
+    missing = [m for m in models or [] if not (pkg / "models" / m).is_dir()]
     if missing:
         raise RopefixError(
-            f"{', '.join(missing)} not in transformers {version_of(pkg)} at {pkg}. "
+            f"{', '.join(missing)} not in transformers {release} at {pkg}. "
             "Pick models that release has (see its models/ folder), e.g. --models qwen2_vl."
         )
-    rules = list(REGISTRY)
-    ui.info(f"verify: transformers {version_of(pkg)} at {pkg}; models {', '.join(chosen)}; profile {profile}")
-    scan = scan_tree(pkg, models=chosen)
-    present = {
-        m: {r: any(s.model == m and s.rule == r and s.status == "affected" for s in scan.sites) for r in rules}
-        for m in chosen
-    }
-    ui.info("verify: [1/3] reproducer on the unpatched tree")
-    before = {r["model"]: r for r in run_suite(pkg, chosen, profile, max_examples)}
-    with tempfile.TemporaryDirectory(prefix="ropefix-verify-") as tmp:
-        apply_error = None
-        ui.info("verify: [2/3] fixing a copy of the tree")
-        try:
-            copy, _report = patched_copy(pkg, chosen, Path(tmp))
-        except RopefixError as e:
-            apply_error, copy = str(e).splitlines()[0], None
-        after: dict[str, Any] = {}
-        if copy is not None:
-            ui.info("verify: [3/3] suite on the patched copy")
-            after = {r["model"]: r for r in run_suite(copy, chosen, profile, max_examples)}
-    results = []
-    torch_version = "unknown"
-    for m in chosen:
-        b = before.get(m, {})
-        if "error" in b:
-            results.append(ModelResult(m, [], [], 0, Status.SKIPPED.value, notes=[f"not built: {b['error']}"]))
-            continue
-        sb = SuiteResult.from_json(b)
-        torch_version = sb.torch
-        a = after.get(m)
-        sa = SuiteResult.from_json(a) if a and "error" not in a else None
-        results.append(judge(m, rules, present[m], sb, sa, apply_error))
-    return VerifyResult(
-        version_of(pkg),
-        torch_version,
-        overall(results).value,
-        results,
-        round(time.monotonic() - start, 2),
-        str(pkg),
-        profile,
-    )
-
-
-# ---------------------------------------------------------------- rendering
-
-
-def _yn(v: bool | None) -> str:
-    return "n/a" if v is None else "yes" if v else "no"
-
-
-def render(r: VerifyResult) -> str:
-    lines = [
-        (
-            f"transformers {r.transformers} (torch {r.torch}) at {r.tree}: {r.status} ({r.duration_s:.0f}s, "
-            f"profile {r.profile})"
+    facts = static_facts(pkg, models)
+    chosen = list(models) if models else [f for f, s in facts.items() if s.flagged]
+    if not chosen:
+        ui.info(f"verify: transformers {release}: no family carries a site any rule knows")
+        return Report(
+            release, _torch_version(), __version__, profile, (), round(time.monotonic() - start, 2), str(pkg)
         )
-    ]
-    for m in r.models:
-        lines.append(f"\n{m.model}: {m.status}, {m.examples_run} examples run")
-        for rr in m.rules:
-            lines.append(
-                f"  rule {rr.rule}: pattern present {_yn(rr.pattern_present)}, reproduced "
-                f"{_yn(rr.reproduced)}, fixed {_yn(rr.fixed)}"
+    ui.info(f"verify: transformers {release} at {pkg}; families {', '.join(chosen)}; profile {profile}")
+    ui.info("verify: [1/2] the suite on the unpatched tree")
+    before = run_suite(pkg, chosen, profile, max_examples)
+    owner = rule_of_hazard()
+    proofs = {f: _proofs(r, facts[f], owner, "unpatched") for f, r in before.items() if isinstance(r, SuiteResult)}
+    applied: dict[str, list[str]] = {}
+    after: dict[str, SuiteResult | str] = {}
+    apply_error = None
+    for round_ in range(1, len(owner) + 1):
+        plan = {f: [r for r in owner.values() if r in p and facts[f].affected.get(r)] for f, p in proofs.items()}
+        plan = {f: rules for f, rules in plan.items() if rules}
+        if plan == applied or not plan:
+            break
+        applied = plan
+        ui.info(f"verify: [2/2] round {round_}: the proven rules on a copy: {_plan_text(plan)}")
+        with tempfile.TemporaryDirectory(prefix="ropefix-verify-") as tmp:
+            try:
+                copy = patched_copy(pkg, plan, Path(tmp))
+            except RopefixError as e:
+                apply_error = str(e).splitlines()[0]
+                break
+            replay = {f: [_as_dict(p.failure.example) for p in proofs[f].values()] for f in plan}
+            after = run_suite(copy, sorted(plan), profile, max_examples, replay)
+        uncovered = False
+        for f, r in after.items():
+            if not isinstance(r, SuiteResult):
+                continue
+            for rule, proof in _proofs(r, facts[f], owner, "patched with " + ", ".join(plan[f])).items():
+                if rule not in proofs[f] and facts[f].affected.get(rule):
+                    proofs[f][rule] = proof  # an earlier fix uncovered it: it proves its own rule next round
+                    uncovered = True
+        if not uncovered:
+            break
+    torch = _torch_version(before)
+    families = []
+    for f in chosen:
+        b = before.get(f)
+        if not isinstance(b, SuiteResult):
+            families.append(not_built(release, torch, facts[f], str(b)))
+            continue
+        a = after.get(f)
+        families.append(
+            judge(
+                release,
+                torch,
+                facts[f],
+                b,
+                a if isinstance(a, SuiteResult) else None,
+                proofs.get(f, {}),
+                applied.get(f, []),
+                apply_error,
             )
-            if rr.reproduced:
-                lines.append(f"    at {rr.failure_site}")
-                lines.append(f"    shrunk example: {rr.example}")
-            elif rr.pattern_present:
-                lines.append("    latent: the pattern is there, but no layout the suite tried reproduces it")
-        for o in m.other_findings:
-            lines.append(f"  finding ({o['tree']}): {o['hazard']} at {o['site']}")
-            lines.append(f"    {o['code']}")
-            lines.append(f"    shrunk example: {o['example']}")
-        for b in m.broken_paths:
-            lines.append(f"  BROKEN by the patch (worked before on one device): {b}")
-        for n in m.notes:
-            lines.append(f"  note: {n}")
-    return "\n".join(lines)
+        )
+    report = Report(
+        release, torch, __version__, profile, tuple(families), round(time.monotonic() - start, 2), str(pkg)
+    )
+    return report
+
+
+def _plan_text(plan: dict[str, list[str]]) -> str:
+    return "; ".join(f"{f}: {', '.join(rules)}" for f, rules in sorted(plan.items()))
+
+
+def _torch_version(results: dict[str, SuiteResult | str] | None = None) -> str:
+    for r in (results or {}).values():
+        if isinstance(r, SuiteResult):
+            return r.torch
+    try:
+        import importlib.metadata as md
+
+        return md.version("torch")
+    except Exception:  # noqa: BLE001 - torch missing here: the report says so
+        return "unknown"

@@ -91,3 +91,12 @@ class Rule:
     hint: Callable[[str], bool] = lambda text: True
     # a file must hold all of these for the rule to look at it (companion rules: mRoPE files only)
     requires: tuple[str, ...] = ()
+    # the class of device failure this rule fixes, by its name in ``ropefix.fix.hazards.CATALOGUE``:
+    # the suite names failures by that catalogue, verify maps them back to the rule through this
+    hazard: str = ""
+
+    def __post_init__(self) -> None:
+        from ropefix.fix.hazards import NAMES
+
+        if self.hazard not in NAMES:
+            raise ValueError(f"rule {self.name!r} declares hazard {self.hazard!r}, which ropefix.fix.hazards lacks")

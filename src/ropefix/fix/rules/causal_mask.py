@@ -86,6 +86,7 @@ def _hint(text: str) -> bool:
 
 
 RULE = Rule(
+    hazard="causal-mask",
     name="causal-mask",
     summary="compare cache_position with a range built on the embeddings' device on that device",
     needles=("arange(",),

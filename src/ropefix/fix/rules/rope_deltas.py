@@ -179,6 +179,7 @@ def _hint(text: str) -> bool:
 
 
 RULE = Rule(
+    hazard="rope-deltas",
     name="rope-deltas",
     summary="store and add mRoPE rope_deltas on cache_position's device (no-op when cache_position is None)",
     needles=("rope_deltas",),

@@ -59,6 +59,7 @@ def _hint(text: str) -> bool:
 
 
 RULE = Rule(
+    hazard="rope-index-scatter",
     name="rope-index-scatter",
     summary="in get_rope_index, index tensors with attention-mask rows moved to the indexed tensor's device",
     needles=("def get_rope_index",),

@@ -1,0 +1,160 @@
+"""Every rendering of verdicts in one place: words, marks and colours per state, verify's text report,
+one-line summaries, the Markdown evidence table PR bodies embed and the findings table.
+
+Pure functions of ``ropefix.prove.verdict`` values; the matrix report and the PR body call these.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from ropefix.fix import hazards
+from ropefix.prove.verdict import FamilyReport, Finding, Report, State, Verdict
+
+# What a reader sees for each state (legends use the same words).
+LABELS: dict[State, str] = {
+    State.REPRODUCED_FIXED: "reproduced, fixed",
+    State.FIX_FAILED: "fix failed",
+    State.NOT_JUDGED: "not judged (too little compared)",
+    State.LATENT: "latent (pattern present, judged, not reproduced)",
+    State.NOT_AFFECTED: "not affected (judged)",
+    State.SKIPPED: "skipped (could not run)",
+}
+MARKS: dict[State, str] = {
+    State.REPRODUCED_FIXED: "🟢",
+    State.FIX_FAILED: "🔴",
+    State.NOT_JUDGED: "🟣",
+    State.LATENT: "🔵",
+    State.NOT_AFFECTED: "⚪",
+    State.SKIPPED: "⏭️",
+}
+# One colour per state, for every picture (colour-blind safe where possible).
+COLOURS: dict[State, str] = {
+    State.REPRODUCED_FIXED: "#1a9850",
+    State.FIX_FAILED: "#d73027",
+    State.NOT_JUDGED: "#984ea3",
+    State.LATENT: "#91bfdb",
+    State.NOT_AFFECTED: "#e0e0e0",
+    State.SKIPPED: "#ffffff",
+}
+
+
+def red_green(v: Verdict) -> str:
+    """``rope-deltas red->green``, ``causal-mask latent``, ``rope-index-scatter not-judged``."""
+    if v.state is State.REPRODUCED_FIXED:
+        return f"{v.rule} red->green"
+    if v.state is State.FIX_FAILED:
+        return f"{v.rule} red->still red" if v.reproduced else f"{v.rule} fix failed"
+    return f"{v.rule} {v.state.value}"
+
+
+def family_line(f: FamilyReport) -> str:
+    """One line per family: its state, its rules, its findings, what was compared."""
+    rules = ", ".join(red_green(v) for v in f.verdicts if v.state is not State.NOT_AFFECTED) or "no rule applies"
+    extra = (
+        f"; {len(f.findings)} finding(s): {', '.join(sorted({x.hazard for x in f.findings}))}" if f.findings else ""
+    )
+    why = f" ({f.reason})" if f.reason else ""
+    return f"{f.family}: {f.state.value}{why}; {rules}; {f.judged} pairs judged{extra}"
+
+
+def summary(r: Report) -> str:
+    """One short line for a matrix cell or a step: which families reproduced, which are latent or not judged."""
+    by_state: dict[State, list[str]] = {}
+    for f in r.families:
+        by_state.setdefault(f.state, []).append(f.family)
+    parts = [f"{s.value}: {', '.join(names)}" for s, names in sorted(by_state.items(), key=lambda kv: _order(kv[0]))]
+    hazards_found = sorted({x.hazard for f in r.families for x in f.findings})
+    if hazards_found:
+        parts.append("findings: " + ", ".join(hazards_found))
+    return "; ".join(parts) or "no family checked"
+
+
+def _order(s: State) -> int:
+    from ropefix.prove.verdict import ORDER
+
+    return ORDER.index(s)
+
+
+def text(r: Report) -> str:
+    """verify's report for a person: per family and rule, the proof, the patched result, the findings."""
+    head = f"transformers {r.release} (torch {r.torch}) at {r.tree}: {r.state.value} "
+    lines = [head + f"({r.duration_s:.0f}s, profile {r.profile}, ropefix {r.kit})"]
+    for f in r.families:
+        lines.append(
+            f"\n{f.family}: {f.state.value}, {f.examples_run} examples, {f.judged} path x prompt pairs judged"
+        )
+        if f.reason:
+            lines.append(f"  why: {f.reason}")
+        for v in f.verdicts:
+            lines.append(f"  rule {v.rule}: {v.state.value} ({len(v.sites)} static site(s)) - {v.reason}")
+            if v.proof:
+                lines.append(f"    red at {v.proof.site}  [{v.proof.failure.code}]")
+                lines.append(f"    failing layout: {v.proof.describe()}")
+            if v.after:
+                lines.append(f"    patched: {v.after}")
+        for x in f.findings:
+            tag = "single accelerator, " if x.single_accelerator else ""
+            lines.append(f"  finding ({tag}{x.tree}): {x.hazard} at {x.site}")
+            lines.append(f"    {x.failure.code}")
+            lines.append(f"    shrunk example: {x.failure.example.describe()}")
+        for b in f.broken_paths:
+            lines.append(f"  BROKEN by the patch (worked before): {b}")
+        if f.not_compared:
+            lines.append(f"  not compared ({len(f.not_compared)} pair(s) fail on the reference itself):")
+            lines += [f"    {pair}: {why[:160]}" for pair, why in f.not_compared.items()]
+        lines += [f"  note: {n}" for n in f.notes]
+    return "\n".join(lines)
+
+
+def evidence_markdown(reports: list[Report]) -> str:
+    """The verdicts as the Markdown table PR_BODY.md shows: one row per proven or failing rule and finding."""
+    rows = [
+        "| transformers | torch | model | rule | unpatched | patched | failing site | pairs judged |",
+        "| --- | --- | --- | --- | --- | --- | --- | ---: |",
+    ]
+    for r in reports:
+        for f in r.families:
+            for v in f.verdicts:
+                if v.state is State.NOT_AFFECTED:
+                    continue
+                red = "reproduced" if v.reproduced else v.state.value
+                green = "passes" if v.state is State.REPRODUCED_FIXED else ("fails" if v.reproduced else "n/a")
+                site = f"`{v.proof.site}`" if v.proof else ""
+                rows.append(
+                    f"| {r.release} | {r.torch} | {f.family} | {v.rule} | {red} | {green} | {site} | {v.judged} |"
+                )
+            for x in f.findings:
+                rows.append(
+                    f"| {r.release} | {r.torch} | {f.family} | ({x.hazard}, no rule) | reproduced | "
+                    f"{'fails' if x.tree == 'patched' else 'n/a'} | `{x.site}` | {f.judged} |"
+                )
+    return "\n".join(rows) + "\n"
+
+
+def findings_table(reports: list[Report]) -> str:
+    """Per release x family, the hazard classes found, with counts, first site and shrunk example (Markdown)."""
+    rows = [
+        "| transformers | model | hazard | count | accelerators | first failing site | shrunk example |",
+        "| --- | --- | --- | ---: | --- | --- | --- |",
+    ]
+    for r in reports:
+        for f in r.families:
+            failures = [v.proof.failure for v in f.verdicts if v.proof] + [x.failure for x in f.findings]
+            counts = Counter(x.hazard for x in failures)
+            for hazard, n in sorted(counts.items()):
+                first = next(x for x in failures if x.hazard == hazard)
+                devs = "one" if first.devices == 1 else f"{first.devices}"
+                rows.append(
+                    f"| {r.release} | {f.family} | {hazard} | {n} | {devs} | `transformers/{first.site}` | "
+                    f"{_md(first.example.describe())} |"
+                )
+    return "\n".join(rows) + "\n"
+
+
+def finding_words(x: Finding) -> str:
+    return f"{x.hazard} ({hazards.summary(x.hazard)}) at {x.site}"
+
+
+def _md(s: str) -> str:
+    return s.replace("|", "\\|").replace("\n", " ")

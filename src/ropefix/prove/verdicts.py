@@ -1,0 +1,59 @@
+"""Where verdicts are kept: the cache (what this machine's ``verify`` runs found) and the kit's own
+committed verdicts (``ropefix/data/verdicts/``: the full-history sweep, one file per release).
+
+A later stage asks ``lookup(release)``: the cache's report when this machine verified the release,
+else the committed one, else nothing (the caller verifies first or says what to run). Reports are
+written whole or not at all; a file of another schema or a damaged one is reported by name and never
+overwritten.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from ropefix.prove.verdict import Report
+from ropefix.store import Store
+
+SECTION = "verdicts"
+
+
+def _name(release: str, torch: str) -> str:
+    return f"transformers-{release}+torch-{torch}.json"
+
+
+def cached_path(release: str, torch: str, store: Store) -> Path:
+    return store.path("results", SECTION, _name(release, torch))
+
+
+def save(report: Report, store: Store | None = None) -> Path:
+    """Keep ``report`` in the cache, merged with the families an earlier run of the same release kept."""
+    store = store or Store()
+    dest = cached_path(report.release, report.torch, store)
+    with store.lock(f"verdict-{report.release}"):
+        if dest.exists():
+            old = Report.load(dest)  # a damaged or foreign file stops here, untouched
+            fresh = {f.family for f in report.families}
+            report = report.with_families([*(f for f in old.families if f.family not in fresh), *report.families])
+        with store.atomic_file(dest, "w") as fh:
+            fh.write(report.dumps())
+    return dest
+
+
+def committed_dir() -> Path:
+    return Path(str(resources.files("ropefix") / "data" / SECTION))
+
+
+def committed(release: str) -> Report | None:
+    path = committed_dir() / f"transformers-{release}.json"
+    return Report.load(path) if path.is_file() else None
+
+
+def lookup(release: str, store: Store | None = None) -> Report | None:
+    """The freshest report for ``release``: this machine's (newest torch first), else the kit's committed one."""
+    store = store or Store()
+    folder = store.path("results", SECTION)
+    mine = sorted(folder.glob(f"transformers-{release}+torch-*.json")) if folder.is_dir() else []
+    if mine:
+        return Report.load(mine[-1])
+    return committed(release)
