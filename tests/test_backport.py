@@ -9,6 +9,8 @@ from wheelenv import WHEEL_RELEASE
 
 from ropefix.errors import RopefixError
 from ropefix.main import main
+from ropefix.prove import verdicts
+from ropefix.prove.verdict import FamilyReport, Report, State, Verdict
 from ropefix.releases import sources
 from ropefix.ship import backport, install, patches
 from ropefix.store import ENV_VAR, Store
@@ -21,9 +23,39 @@ def release(shared_store: Store) -> Path:
     return sources.release_tree(VERSION, store=shared_store)
 
 
-pytestmark = [pytest.mark.network, pytest.mark.slow]
+def _proven_report(proven: dict[str, tuple[str, ...]], other: State = State.NOT_AFFECTED) -> Report:
+    families = []
+    for fam in ("qwen2_vl", "qwen2_5_vl"):
+        rules = proven.get(fam, ())
+        vs = tuple(
+            Verdict(VERSION, "2.13.0", fam, r, State.REPRODUCED_FIXED if r in rules else other, 9, 5)
+            for r in ("rope-deltas", "causal-mask", "rope-index-scatter")
+        )
+        families.append(FamilyReport(fam, State.REPRODUCED_FIXED if rules else other, vs, judged_pairs=("a/text",)))
+    return Report(VERSION, "2.13.0", "0.0.0", "ci", tuple(families))
 
 
+@pytest.mark.parametrize(
+    ("report", "message"),
+    [
+        (_proven_report({"qwen2_vl": ("rope-deltas",)}, State.FIX_FAILED), "fix-failed"),
+        (_proven_report({"qwen2_vl": ("rope-deltas",)}, State.NOT_JUDGED), "not-judged"),
+        (_proven_report({}, State.LATENT), "proves nothing"),
+    ],
+)
+def test_the_gate_refuses_what_the_verdict_does_not_prove(report: Report, message: str) -> None:
+    with pytest.raises(RopefixError, match=message):
+        backport.proven_plan(report)
+    assert backport.proven_plan(report, force=True) is None  # --force: the unproven static patch
+
+
+def test_the_gate_passes_the_proven_plan() -> None:
+    plan = backport.proven_plan(_proven_report({"qwen2_vl": ("rope-deltas", "causal-mask")}))
+    assert plan == {"qwen2_vl": ["rope-deltas", "causal-mask"]}
+
+
+@pytest.mark.network
+@pytest.mark.slow
 def test_patch_comes_from_the_releases_own_tree(release: Path, tmp_path: Path) -> None:
     patch = backport.make_patch(VERSION, tree=release)
     assert patch.rules[0] == "rope-deltas"
@@ -41,6 +73,8 @@ def test_patch_comes_from_the_releases_own_tree(release: Path, tmp_path: Path) -
     assert text == patches.generate(VERSION, release).diff
 
 
+@pytest.mark.network
+@pytest.mark.slow
 def test_engine_patch_install_status_revert_round_trip(release: Path, site: Path) -> None:
     inst = install.find_installed(site)
     originals = {p: (site / p).read_bytes() for p in inst.record if p.endswith(".py") and "/models/qwen2" in p}
@@ -54,6 +88,18 @@ def test_engine_patch_install_status_revert_round_trip(release: Path, site: Path
     assert all(install.sha256(data) == inst.record[p] for p, data in originals.items())
 
 
+@pytest.mark.network
+@pytest.mark.slow
+def test_a_proven_plan_patches_only_its_families_and_rules(release: Path) -> None:
+    plan = {"qwen2_vl": ["rope-deltas"]}
+    patch = backport.make_patch(VERSION, tree=release, plan=plan)
+    assert patch.plan == plan and patch.rules == ("rope-deltas",)
+    assert {c.path for c in patch.changes} == {"transformers/models/qwen2_vl/modeling_qwen2_vl.py"}
+    assert backport.unified_diff(patch) == patches.generate(VERSION, release, plan).diff
+
+
+@pytest.mark.network
+@pytest.mark.slow
 def test_cli_install_status_revert(
     release: Path,
     site: Path,
@@ -63,6 +109,9 @@ def test_cli_install_status_revert(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv(ENV_VAR, str(shared_store.root))  # the release tree is already in the shared cache
+    # the verdict verify finds on this release (kept out of the shared cache): both families proven
+    proven = _proven_report({"qwen2_vl": ("rope-deltas", "causal-mask"), "qwen2_5_vl": ("rope-deltas",)})
+    monkeypatch.setattr(verdicts, "lookup", lambda release, store=None: proven)
     target = site / "transformers/models/qwen2_vl/modeling_qwen2_vl.py"
     before = target.read_bytes()
     common = ["--site", str(site), "--patches", str(tmp_path / "patches")]
@@ -78,6 +127,10 @@ def test_cli_install_status_revert(
     assert target.read_bytes() == before
     assert main(["backport", "--install", "--to", "4.53.3", *common]) == 1  # not the installed release
     assert "does not match the installed" in capsys.readouterr().err
+    # a verdict that proves nothing: refused, nothing written
+    monkeypatch.setattr(verdicts, "lookup", lambda release, store=None: _proven_report({}, State.LATENT))
+    assert main(["backport", "--install", *common]) == 1
+    assert "proves nothing" in capsys.readouterr().err and target.read_bytes() == before
 
 
 def test_release_the_engine_cannot_patch_is_refused(tmp_path: Path) -> None:

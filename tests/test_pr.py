@@ -9,9 +9,13 @@ from pathlib import Path
 import pytest
 from releaseenv import release_python
 from upstream import upstream_repo
+from verdict_fixtures import family
 
 from ropefix import git
 from ropefix.errors import RopefixError
+from ropefix.fix.rules import REGISTRY
+from ropefix.prove import verdicts
+from ropefix.prove.verdict import Report, State
 from ropefix.ship import pr, testgen
 from ropefix.store import Store
 
@@ -39,10 +43,20 @@ def _run_tests(py: Path, tree: Path, tests: list[str]) -> subprocess.CompletedPr
 def test_pr_series_applies_and_its_tests_go_red_to_green(mirror: Path, shared_store: Store, tmp_path: Path) -> None:
     py = release_python(shared_store, "4.49.0")
     out = tmp_path / "out"
+    verdict = verdicts.committed("4.49.0")  # the kit's own committed verdict for that release
+    assert verdict is not None, "src/ropefix/data/verdicts/ lacks 4.49.0"
     result = pr.make_pr("v4.49.0", repo=str(mirror), issue=ISSUE, out=out, python=str(py), evidence=None)
+    assert result.report == verdict  # reused, not re-verified
+    plan = verdict.ship_plan()[0]
     assert not result.safe and result.commits[0][0] == "rope-deltas"
+    assert [c[0] for c in result.commits] == [r for r in REGISTRY if any(r in rules for rules in plan.values())]
+    assert result.models == sorted(plan) and not result.unproven
     assert len(result.patches) == len(result.commits) and result.tests and not result.untested
     body = (out / "PR_BODY.md").read_text()
+    for fam in verdict.families:  # the evidence table: each proof's failing site
+        for v in fam.verdicts:
+            if v.proof:
+                assert f"`{v.proof.site}`" in body
     assert f"Fixes {ISSUE}" in body and "- [x] Did you write any new necessary tests?" in body
     assert "- [ ] " in body and "for the contributor" in body
     assert "`ruff format --check`: pass" in body and "`ruff check`: pass" in body
@@ -92,7 +106,7 @@ def _safe_repo(tmp_path: Path) -> Path:
 def test_already_safe_ref_produces_nothing(tmp_path: Path) -> None:
     root = _safe_repo(tmp_path)
     result = pr.make_pr("v0.0.1", repo=str(root), out=tmp_path / "out", evidence=None)
-    assert result.safe and not result.patches
+    assert result.safe and not result.patches and "already safe" in result.why_nothing
     assert not (tmp_path / "out").exists()
     assert git.open_repo(root).branches() == [git.open_repo(root).current_branch()]
 
@@ -159,9 +173,21 @@ def _affected_repo(tmp_path: Path) -> git.Repo:
     return repo
 
 
+def _toy_report(state: State) -> Report:
+    fam = family(state, name="toy_vl", release="0.0.1")
+    return Report("0.0.1", "2.13.0", "0.0.0", "ci", (fam,))
+
+
 def test_own_checkout_gets_a_topic_branch_from_the_base(tmp_path: Path) -> None:
     repo = _affected_repo(tmp_path)
-    result = pr.make_pr("v0.0.1", repo=str(repo.path), out=tmp_path / "out", python="false", evidence=None)
+    result = pr.make_pr(
+        "v0.0.1",
+        repo=str(repo.path),
+        out=tmp_path / "out",
+        python="false",
+        evidence=None,
+        report=_toy_report(State.REPRODUCED_FIXED),
+    )
     assert result.branch and repo.current_branch() == result.branch
     assert not (repo.path / "NOTES.md").exists()  # the branch starts at the base, not at the user's work
     assert "cache_position.device" in (repo.path / "src/transformers/models/toy_vl/modeling_toy_vl.py").read_text()
@@ -178,7 +204,47 @@ def test_a_failure_after_committing_leaves_nothing_behind(tmp_path: Path, monkey
 
     monkeypatch.setattr(pr, "_prove", broken)
     with pytest.raises(RopefixError, match="git am refused"):
-        pr.make_pr("v0.0.1", repo=str(repo.path), out=tmp_path / "out", python="false", evidence=None)
+        pr.make_pr(
+            "v0.0.1",
+            repo=str(repo.path),
+            out=tmp_path / "out",
+            python="false",
+            evidence=None,
+            report=_toy_report(State.REPRODUCED_FIXED),
+        )
     assert (repo.branches(), repo.head()) == before and repo.current_branch() == "work"
     assert not repo.is_dirty()
     assert not list((tmp_path / "out").glob("*"))
+
+
+@pytest.mark.parametrize("state", [State.LATENT, State.NOT_JUDGED, State.FIX_FAILED])
+def test_nothing_proven_makes_no_series_and_says_why(tmp_path: Path, state: State) -> None:
+    repo = _affected_repo(tmp_path)
+    before = (repo.branches(), repo.head())
+    result = pr.make_pr(
+        "v0.0.1", repo=str(repo.path), out=tmp_path / "out", python="false", evidence=None, report=_toy_report(state)
+    )
+    assert result.safe and not result.patches and not (tmp_path / "out").exists()
+    assert "nothing proven" in result.why_nothing and f"toy_vl: {state.value}" in result.why_nothing
+    assert (repo.branches(), repo.head()) == before
+
+
+def test_unproven_edits_only_with_the_flag_and_marked(tmp_path: Path) -> None:
+    repo = _affected_repo(tmp_path)
+    result = pr.make_pr(
+        "v0.0.1",
+        repo=str(repo.path),
+        out=tmp_path / "out",
+        python="false",
+        evidence=None,
+        report=_toy_report(State.LATENT),
+        unproven=True,
+    )
+    assert result.unproven == ["rope-deltas: toy_vl"] and result.commits == [
+        ("rope-deltas", REGISTRY["rope-deltas"].summary + " (unproven)")
+    ]
+    assert repo.run("log", "-1", "--format=%s").startswith("[unproven] ")
+    assert (
+        "UNPROVEN (no failing layout; included by --unproven): rope-deltas: toy_vl"
+        in (tmp_path / "out" / "PR_BODY.md").read_text()
+    )

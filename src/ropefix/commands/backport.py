@@ -17,7 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     action.add_argument("--install", action="store_true", help="apply it to the installed transformers")
     action.add_argument("--status", action="store_true", help="say whether the installed files are patched")
     action.add_argument("--revert", action="store_true", help="restore the installed originals byte for byte")
-    p.add_argument("--rules", help="comma-separated rules to carry (default: every rule)")
+    p.add_argument(
+        "--force", action="store_true", help="apply the unproven static patch where the verdict proves nothing"
+    )
     p.add_argument("--site", type=Path, help="site-packages holding transformers (default: this environment's)")
     p.add_argument(
         "--patches", type=Path, default=Path("patches"), help="folder for the patch file (default patches/)"
@@ -29,8 +31,9 @@ def run(args: argparse.Namespace) -> int:
     if not (args.install or args.status or args.revert):
         if not args.to:
             raise RopefixError("Say which release to patch: `ropefix backport --to 4.49.0` (or add --install).")
-        dest = backport.write_patch(backport.make_patch(args.to, args.rules), args.patches)
-        print(f"wrote {dest}")
+        plan = backport.proven_plan(backport.verdict_for(args.to), args.force)
+        dest = backport.write_patch(backport.make_patch(args.to, plan=plan), args.patches)
+        print(f"wrote {dest}" + (" (UNPROVEN: --force)" if plan is None else ""))
         return 0
     inst = install.find_installed(args.site)
     if args.to and args.to != inst.version:
@@ -41,10 +44,12 @@ def run(args: argparse.Namespace) -> int:
     if args.revert:
         return _show(install.revert(inst), "reverted")
     ui.info(f"making the patch for transformers {inst.version} on its own release tree")
-    rules = args.rules or (install.recorded_rules(inst) if args.status else None)  # compare with what was installed
-    patch = backport.make_patch(inst.version, rules)
     if args.status:
-        return _show(install.status(patch, inst), None)
+        # compare with what was installed: the same proven plan (or rules) the install was made with
+        made = backport.make_patch(inst.version, install.recorded_rules(inst), plan=install.recorded_plan(inst))
+        return _show(install.status(made, inst), None)
+    plan = backport.proven_plan(backport.verdict_for(inst.version), args.force)
+    patch = backport.make_patch(inst.version, plan=plan)
     backport.write_patch(patch, args.patches)
     return _show(install.install(patch, inst), "patched")
 

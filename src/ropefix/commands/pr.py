@@ -1,4 +1,4 @@
-"""``ropefix pr``: the upstream PR for a ref of transformers, written to out/pr/."""
+"""``ropefix pr``: the upstream PR for a ref of transformers, written to out/pr/, proven rules only."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ from ropefix.ship import pr
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("pr", help="make the upstream PR (topic branch, patch series, PR_BODY.md, checks) for a ref")
+    p = sub.add_parser(
+        "pr",
+        help="make the upstream PR (topic branch, patch series, PR_BODY.md, checks) for a ref, proven rules only",
+        description="Only rules a failing layout proved (and whose patch turned it green) go into the series, each "
+        "to the families it was proven for. The verdict comes from --verdict, the cache or the kit's committed "
+        "verdicts; otherwise `ropefix verify` runs on the ref first.",
+    )
     p.add_argument("--base", required=True, help="branch, tag or commit of upstream to fix (e.g. main, v4.49.0)")
     p.add_argument(
         "--repo",
@@ -18,14 +24,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--issue", metavar="URL", help="the issue this PR fixes (linked in PR_BODY.md)")
     p.add_argument("--out", type=Path, default=Path("out/pr"), help="where the series and PR body go (default out/pr)")
-    p.add_argument("--python", help="interpreter that can import the tree at --base (for the tests' tiny configs)")
+    p.add_argument("--python", help="interpreter that can import the tree at --base (verify and the tests' configs)")
+    p.add_argument("--verdict", type=Path, metavar="FILE", help="a `ropefix verify --json` report for --base to use")
+    p.add_argument(
+        "--unproven", action="store_true", help="also commit static matches no failing layout proves (marked so)"
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    result = pr.make_pr(args.base, repo=args.repo, issue=args.issue, out=args.out, python=args.python)
+    from ropefix.prove.verdict import Report
+
+    report = Report.load(args.verdict) if args.verdict else None
+    result = pr.make_pr(
+        args.base,
+        repo=args.repo,
+        issue=args.issue,
+        out=args.out,
+        python=args.python,
+        report=report,
+        unproven=args.unproven,
+    )
     if result.safe:
-        print(f"{args.base} is already safe: no site any rule knows is affected. Nothing was produced.")
+        print(f"{args.base}: {result.why_nothing}. Nothing was produced.")
         return 0
     print(f"branch {result.branch} in {result.tree}: {len(result.commits)} commit(s) for {', '.join(result.models)}")
     for p in result.patches:
@@ -33,5 +54,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"  {args.out / 'PR_BODY.md'}\n  {args.out / 'CHECKS.md'}")
     for note in result.untested:
         print(f"  no test generated for {note}")
+    for u in result.unproven:
+        print(f"  UNPROVEN (marked in the body): {u}")
     print(f"the series applies with `git am` on a clean {args.base}")
     return 0

@@ -8,28 +8,45 @@ release checkout with ``git apply`` or ``patch -p1``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ropefix.errors import RopefixError
 from ropefix.fix import rules as rules_mod
+from ropefix.prove.verdict import Report
 from ropefix.ship.install import FileChange, Patch
+from ropefix.store import Store
 
 
 def patch_name(version: str) -> str:
     return f"transformers-{version}.patch"
 
 
-def make_patch(version: str, rules: list[str] | None = None, tree: Path | None = None) -> Patch:
-    """The fix for ``version`` (all rules unless ``rules``), from the release's tree (fetched if not given)."""
+def make_patch(
+    version: str, rules: list[str] | None = None, tree: Path | None = None, plan: dict[str, list[str]] | None = None
+) -> Patch:
+    """The fix for ``version`` from the release's tree (fetched if not given).
+
+    ``plan`` (family -> rules, what a verdict proves) limits it to those families and rules; without
+    it every rule (or ``rules``) applies everywhere it matches: the unproven static view.
+    """
     from ropefix.fix import engine
     from ropefix.releases import sources
 
-    chosen = tuple(r.name for r in rules_mod.select(rules))
     root = tree or sources.release_tree(version)
-    report = engine.apply_tree(root, rules=list(chosen), dry_run=True)  # the engine's own rewrite, kept in memory
-    prefix = report.prefix.rstrip("/")
+    if plan is not None:
+        chosen = tuple(r.name for r in rules_mod.select(sorted({r for rs in plan.values() for r in rs})))
+        found = []
+        for family, fam_rules in sorted(plan.items()):
+            found += engine.apply_tree(root, models=[family], rules=fam_rules, dry_run=True).changes
+        prefix = engine.package_dir(root)[1]
+    else:
+        chosen = tuple(r.name for r in rules_mod.select(rules))
+        report = engine.apply_tree(root, rules=list(chosen), dry_run=True)  # the engine's rewrite, kept in memory
+        found, prefix = report.changes, report.prefix
+    prefix = prefix.rstrip("/")
     changes = tuple(
-        FileChange(_installed_path(ch.file, prefix), ch.before.encode(), ch.after.encode()) for ch in report.changes
+        FileChange(_installed_path(ch.file, prefix), ch.before.encode(), ch.after.encode()) for ch in found
     )
     if not changes:
         raise RopefixError(
@@ -37,7 +54,7 @@ def make_patch(version: str, rules: list[str] | None = None, tree: Path | None =
             f"is already safe there, or its code has a shape no rule knows (see `ropefix scan --version {version}`). "
             "No patch was written. If the release still fails, `ropefix.hotfix(model)` guards it at run time."
         )
-    return Patch(version, chosen, changes)
+    return Patch(version, chosen, changes, plan)
 
 
 def unified_diff(patch: Patch) -> str:
@@ -63,3 +80,42 @@ def _installed_path(rel: str, prefix: str) -> str:
     """``src/transformers/models/x.py`` (a checkout) -> ``transformers/models/x.py`` (site-packages)."""
     inside = rel[len(prefix) + 1 :] if prefix else rel
     return f"transformers/{inside}"
+
+
+# ---------------------------------------------------------------- the proof gate
+
+
+def verdict_for(version: str, store: Store | None = None) -> Report:
+    """The verdict for ``version``: the cache's or the kit's committed one; else verify runs first (minutes)."""
+    from ropefix import proc, ui
+    from ropefix.prove import verdicts
+    from ropefix.releases import relenv, sources
+
+    found = verdicts.lookup(version, store)
+    if found is not None:
+        return found
+    ui.info(f"backport: transformers {version} was never verified here; verifying it first (several minutes)")
+    py = relenv.python_for(version, store)
+    root = sources.release_tree(version, store)
+    done = proc.run([py, "-m", "ropefix", "verify", root, "--json"], env={"OMP_NUM_THREADS": "1"}, timeout=3600)
+    try:
+        return Report.from_json(json.loads(done.out), f"verify's report on {version}")
+    except ValueError:
+        raise RopefixError(
+            f"Verifying transformers {version} failed (exit {done.rc}): {(done.err.strip().splitlines() or [''])[-1]} "
+            f"Run `ropefix verify` on that release yourself (an interpreter that imports it), then retry."
+        ) from None
+
+
+def proven_plan(report: Report, force: bool = False) -> dict[str, list[str]] | None:
+    """Per family, the rules the verdict proves; None (the static, unproven patch) only with ``force``."""
+    plan, why = report.ship_plan()
+    if plan:
+        return plan
+    if force:
+        return None
+    raise RopefixError(
+        f"Refusing to backport transformers {report.release}: {why}. A patch ships only with its proof; nothing was "
+        "written. Re-verify with a deeper search (`ropefix verify --profile dev`), use `ropefix.hotfix(model)`, or "
+        "pass --force to apply the unproven static patch anyway."
+    )

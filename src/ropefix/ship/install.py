@@ -42,6 +42,7 @@ class Patch:
     version: str
     rules: tuple[str, ...]
     changes: tuple[FileChange, ...]
+    plan: dict[str, list[str]] | None = None  # family -> rules a verdict proved; None: every rule everywhere
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,12 @@ def revert(inst: Installed) -> InstallReport:
     return InstallReport(inst.version, inst.site, {p: FileState.UNPATCHED for p in originals}, tuple(changed))
 
 
+def recorded_plan(inst: Installed) -> dict[str, list[str]] | None:
+    """The proven plan (family -> rules) the current install was made with, if it was made from one."""
+    state = _load_state(inst)
+    return dict(state["plan"]) if state and state.get("plan") else None
+
+
 def recorded_rules(inst: Installed) -> list[str] | None:
     """The rules the current install was made with (None when ropefix has not patched it)."""
     state = _load_state(inst)
@@ -266,6 +273,7 @@ def _save_state(inst: Installed, patch: Patch) -> None:
     state = {
         "version": inst.version,
         "rules": list(patch.rules),
+        "plan": patch.plan,
         "files": {c.path: {"original": sha256(c.original), "patched": sha256(c.patched)} for c in patch.changes},
     }
     atomic_write(inst.state_dir / "state.json", json.dumps(state, indent=2).encode())

@@ -2,23 +2,29 @@
 
 Pipeline (each step a function; git only through ``ropefix.git``):
 open the checkout at REF (a clean local work tree in place, or a work tree of the cache's mirror)
--> scan (already safe: say so, produce nothing) -> one commit per fix rule, rope-deltas first,
-with upstream-style tests in the first -> upstream's checks -> ``out/pr/``: the format-patch
-series, PR_BODY.md, CHECKS.md -> proof that the series applies with ``git am`` on a clean REF.
+-> scan (already safe: say so, produce nothing) -> the verdict for REF (reused from the cache or the
+kit's committed verdicts, else ``ropefix verify`` runs on the tree) -> one commit per PROVEN rule,
+applied only to the families a failing layout proved it for, rope-deltas first with upstream-style
+tests -> upstream's checks -> ``out/pr/``: the format-patch series, PR_BODY.md (with the evidence
+table), CHECKS.md -> proof that the series applies with ``git am`` on a clean REF. Nothing proven:
+no series, and the result says why. ``unproven=True`` adds static matches in a last commit marked so.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ropefix import git, ui
+from ropefix import git, proc, ui
 from ropefix.errors import RopefixError
 from ropefix.fix import engine
 from ropefix.fix.rules import REGISTRY, select
+from ropefix.prove.verdict import Report
 from ropefix.ship import prbody, testgen, upstream_checks
 from ropefix.store import Store
 
@@ -39,6 +45,9 @@ class PrResult:
     tests: list[str] = field(default_factory=list)
     checks: list[upstream_checks.Check] = field(default_factory=list)
     untested: list[str] = field(default_factory=list)  # models without generated tests, with the reason
+    report: Report | None = None  # the verdict the series rests on
+    unproven: list[str] = field(default_factory=list)  # "rule: families" committed without proof (--unproven)
+    why_nothing: str = ""  # when no series was made: why (safe, or nothing proven)
 
 
 def open_checkout(repo: str | None, base: str, store: Store) -> tuple[git.Repo, str, bool]:
@@ -83,9 +92,12 @@ def make_pr(
     store: Store | None = None,
     python: str | None = None,
     evidence: Path | None = Path("out/matrix.md"),
-    proofs: dict[str, str] | None = None,
+    report: Report | None = None,
+    unproven: bool = False,
 ) -> PrResult:
-    """``proofs`` maps a rule to the failing layout that proves it (verify's shrunk example), for its commit."""
+    """``report``: the verdict for ``base`` (looked up or made by verify when not given); only its proven
+    rules are committed, each to the families it was proven for. ``evidence``: a matrix table for the body
+    (default out/matrix.md when present; else the verdict's own table)."""
     store = store or Store()
     out = out.resolve()  # git runs in the work tree: relative paths would land there
     work, base_sha, own = open_checkout(repo, base, store)
@@ -95,7 +107,14 @@ def make_pr(
     branch = work.fresh_branch_name(f"{TOPIC}-{base.replace('/', '-')}")
     work.create_branch(branch, base_sha)  # scan what REF holds, not what happened to be checked out
     try:
-        touched = _commit_rules(work, result, python, base, proofs)
+        touched: list[str] = []
+        if not engine.scan_tree(root).affected:
+            result.why_nothing = f"{base} is already safe: no site any rule knows is affected"
+        else:
+            result.report = report or _verdict_for(base, root, python, store)
+            touched = _commit_rules(work, result, python, base, unproven)
+            if not result.commits:
+                result.why_nothing = _nothing_proven(result.report)
         if not result.commits:
             result.safe = True
             _abandon(work, branch, original, own)
@@ -117,27 +136,102 @@ def make_pr(
     return result
 
 
-def _commit_rules(
-    work: git.Repo, result: PrResult, python: str | None, base: str, proofs: dict[str, str] | None
-) -> list[str]:
-    """One commit per rule that changes something, in registry order (rope-deltas first, with the tests)."""
+def _verdict_for(base: str, root: Path, python: str | None, store: Store) -> Report:
+    """The verdict for ``base``: reused when a release was verified before, else verify runs on the tree."""
+    from ropefix.prove import verdicts
+
+    m = re.fullmatch(r"v?(\d+\.\d+\.\d+)", base)
+    release = m.group(1) if m else None
+    if release:
+        found = verdicts.lookup(release, store)
+        if found is not None:
+            ui.info(f"pr: reusing the verdict for transformers {release} (ropefix {found.kit}, torch {found.torch})")
+            return found
+    py = python
+    if py is None and release:
+        from ropefix.releases import relenv
+
+        py = str(relenv.python_for(release, store))
+    py = py or proc.python()
+    ui.info(f"pr: no verdict for {base} yet; running `ropefix verify` on {root} (several minutes)")
+    kit_src = Path(__file__).resolve().parents[2]
+    done = proc.run(
+        [py, "-m", "ropefix", "verify", root, "--json"],
+        env={"PYTHONPATH": str(kit_src), "OMP_NUM_THREADS": "1"},
+        timeout=3600,
+    )
+    try:
+        return Report.from_json(json.loads(done.out), f"verify's report on {base}")
+    except ValueError:
+        raise RopefixError(
+            f"verify could not judge {base} (exit {done.rc}): {(done.err.strip().splitlines() or [''])[-1]} Run "
+            f"`ropefix verify {shlex.quote(str(root))}` with an interpreter that imports that tree, then pass its JSON "
+            "with --verdict FILE."
+        ) from None
+
+
+def _nothing_proven(report: Report | None) -> str:
+    if report is None:
+        return "no verdict"
+    lines = [f"{f.family}: {f.state.value}" + (f" ({f.reason})" if f.reason else "") for f in report.families]
+    return (
+        f"nothing proven on transformers {report.release}: no failing layout that a rule's patch turns green "
+        f"({'; '.join(lines) or 'no family judged'}). Unproven static matches are left out; pass --unproven to "
+        "include them, marked as such."
+    )
+
+
+def _plan(report: Report, root: Path, unproven: bool) -> list[tuple[str, list[str], bool]]:
+    """(rule, families, proven) in registry order: proven families first; static-only ones when asked."""
+    proven = report.proven()
+    affected: dict[str, set[str]] = {}
+    if unproven:
+        for s in engine.scan_tree(root).affected:
+            affected.setdefault(s.rule, set()).add(s.model)
+    plan = []
+    for rule in select(None):
+        fams = sorted(f for f, rules in proven.items() if rule.name in rules)
+        if fams:
+            plan.append((rule.name, fams, True))
+    for rule in select(None):
+        rest = sorted(affected.get(rule.name, set()) - {f for f, rules in proven.items() if rule.name in rules})
+        if rest:
+            plan.append((rule.name, rest, False))
+    return plan
+
+
+def _proof_text(report: Report, rule: str, families: list[str]) -> str | None:
+    for f in report.families:
+        v = f.verdict(rule)
+        if f.family in families and v is not None and v.proof is not None:
+            return f"{f.family}, red at {v.proof.site} ({v.proof.tree} tree): {v.proof.describe()}"
+    return None
+
+
+def _commit_rules(work: git.Repo, result: PrResult, python: str | None, base: str, unproven: bool) -> list[str]:
+    """One commit per proven rule (registry order, rope-deltas first with the tests), on its proven families."""
     root = work.path
     touched: list[str] = []
-    if not engine.scan_tree(root).affected:
-        return touched
-    for rule in select(None):
-        rep = engine.apply_tree(root, rules=[rule.name])
+    assert result.report is not None
+    for name, families, proven in _plan(result.report, root, unproven):
+        rep = engine.apply_tree(root, models=families, rules=[name])
         if not rep.changed:
             continue
+        rule = REGISTRY[name]
         files = [ch.file for ch in rep.changes]
         models = sorted(
             {s.model for ch in rep.changes for s in ch.sites_fixed} or {Path(f).parent.name for f in files}
         )
         paths = list(files)
-        if rule.name == next(iter(REGISTRY)):
+        if proven and name == next(iter(REGISTRY)):
             paths += _add_tests(root, models, result, python, base)
-        work.commit_paths(paths, _message(rule.name, rule.summary, models, rep, (proofs or {}).get(rule.name)))
-        result.commits.append((rule.name, rule.summary))
+        proof = _proof_text(result.report, name, families) if proven else None
+        message = _message(name, rule.summary, models, rep, proof)
+        if not proven:
+            message = "[unproven] " + message + "\nNo failing layout proves this edit; included by --unproven.\n"
+            result.unproven.append(f"{name}: {', '.join(models)}")
+        work.commit_paths(paths, message)
+        result.commits.append((name, rule.summary if proven else f"{rule.summary} (unproven)"))
         result.models = sorted({*result.models, *models})
         touched += paths
     return touched
@@ -204,12 +298,22 @@ def _write_out(
         commits=result.commits,
         tests=result.tests,
         issue=issue,
-        evidence=evidence.read_text() if evidence and evidence.is_file() else None,
+        evidence=_evidence(result, evidence),
         checks=checks_line,
-        notes=[f"no test generated for {u}" for u in result.untested],
+        notes=[f"no test generated for {u}" for u in result.untested]
+        + [f"UNPROVEN (no failing layout; included by --unproven): {u}" for u in result.unproven],
     )
     (out / "PR_BODY.md").write_text(prbody.render(ctx, template))
     (out / "CHECKS.md").write_text(upstream_checks.render(result.checks, gate))
+
+
+def _evidence(result: PrResult, matrix: Path | None) -> str | None:
+    """The matrix table when one was run; else the verdict's own table (proofs and judged-pair counts)."""
+    from ropefix.prove import render
+
+    if matrix and matrix.is_file():
+        return matrix.read_text()
+    return render.evidence_markdown([result.report]) if result.report else None
 
 
 def _prove(work: git.Repo, base_sha: str, patches: list[Path]) -> None:
