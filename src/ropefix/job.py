@@ -1,65 +1,204 @@
-"""The main job end to end (``ropefix run``, README's ``scripts/main``), as a pipeline of steps.
+"""The main job end to end (``ropefix run``, README's ``scripts/main``), as explicit, resumable steps.
 
-checkout (the release from the package index, as a git work tree) -> scan -> apply (the engine's
-patch, written to ``out/``) -> verify red/green (the regression suite on the unpatched tree and a
-patched copy, in an interpreter that imports that release) -> PR (topic branch, series, PR body)
--> summary. Each step is a function returning a value; a step that cannot run is recorded as
-skipped with its reason, and the summary says so instead of hiding it.
+checkout (the release from the package index, as a git work tree) -> scan -> environment (an
+interpreter that imports that release) -> verify (the regression suite red/green; a ``Report`` of
+verdicts) -> patch (only the rules verify proved, on the families they were proven for) -> pr (the
+series, proven rules only) -> summary. Each step is a function from the job's state to a
+``StepResult``; every result is written to ``out/state.json`` as soon as it exists, so
+``ropefix run --resume`` continues after an interrupted or failed step with the outputs of the steps
+that finished. A step that cannot run is recorded with its reason and the summary says so.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ropefix import proc, ui
 from ropefix.errors import RopefixError
-from ropefix.fix import engine
-from ropefix.releases import sources
-from ropefix.ship import backport
+from ropefix.prove.verdict import Report, State
 from ropefix.store import Store
 
+STATE_FILE = "state.json"
 
-@dataclass
-class Step:
+
+class StepStatus(str, enum.Enum):
+    OK = "ok"
+    SKIPPED = "skipped"  # nothing to do (already safe, nothing proven): the detail says why
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class StepResult:
     name: str
-    status: str  # "ok", "skipped", "failed", or a verify status
+    status: StepStatus
     detail: str
-    seconds: float
+    seconds: float = 0.0
+    data: dict[str, Any] = field(default_factory=dict)  # what later steps read (paths, names)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "status": self.status.value}
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> StepResult:
+        return StepResult(d["name"], StepStatus(d["status"]), d["detail"], float(d["seconds"]), dict(d["data"]))
+
+
+@dataclass(frozen=True)
+class Options:
+    version: str
+    models: tuple[str, ...] = ()
+    max_examples: int | None = None
+    python: str | None = None
+
+    def key(self) -> dict[str, Any]:
+        """What a resumed run must share with the run it continues."""
+        return {"version": self.version, "models": list(self.models), "max_examples": self.max_examples}
 
 
 @dataclass
 class JobResult:
     version: str
     out: Path
-    steps: list[Step] = field(default_factory=list)
-    verify: dict[str, Any] | None = None
+    steps: list[StepResult] = field(default_factory=list)
+    report: Report | None = None
+
+    def step(self, name: str) -> StepResult | None:
+        return next((s for s in self.steps if s.name == name), None)
 
     @property
     def ok(self) -> bool:
-        """Every step ran and the fix broke nothing; "reproduced-other-hazards" is a verdict, shown, not a failure."""
-        return not any(s.status in ("failed", "fix-failed") for s in self.steps)
+        """Every step ran or said why not, and verify's verdict passes (not-judged and fix-failed do not)."""
+        if any(s.status is StepStatus.FAILED for s in self.steps):
+            return False
+        return self.report is None or self.report.passed()
 
     def render(self) -> str:
-        width = max(len(s.name) for s in self.steps) if self.steps else 4
+        width = max((len(s.name) for s in self.steps), default=4)
         lines = [f"ropefix run: transformers {self.version} -> {self.out}", ""]
-        lines += [f"  {s.name:<{width}}  {s.status:<24} {s.seconds:6.1f}s  {s.detail}" for s in self.steps]
+        lines += [f"  {s.name:<{width}}  {s.status.value:<8} {s.seconds:6.1f}s  {s.detail}" for s in self.steps]
         return "\n".join(lines)
 
 
-def _timed(result: JobResult, name: str, fn: Callable[[], tuple[str, str]]) -> None:
-    ui.info(f"[{len(result.steps) + 1}] {name}")
-    start = time.monotonic()
+# ---------------------------------------------------------------- the steps
+
+
+@dataclass
+class Context:
+    """What steps share: options, the cache, the output folder, the results so far."""
+
+    opts: Options
+    out: Path
+    store: Store
+    done: dict[str, StepResult] = field(default_factory=dict)
+
+    def data(self, step: str, key: str) -> Any:
+        return self.done[step].data[key]
+
+    def report(self) -> Report:
+        return Report.load(Path(self.data("verify", "report")))
+
+
+def step_checkout(ctx: Context) -> StepResult:
+    from ropefix.releases import sources
+
+    root = sources.release_tree(ctx.opts.version, ctx.store)
+    return StepResult("checkout", StepStatus.OK, str(root), data={"root": str(root)})
+
+
+def step_scan(ctx: Context) -> StepResult:
+    from ropefix.files import atomic_write
+    from ropefix.fix import engine
+
+    report = engine.scan_tree(Path(ctx.data("checkout", "root")))
+    atomic_write(ctx.out / "scan.json", json.dumps(report.to_json(), indent=1))
+    families = sorted({s.model for s in report.affected})
+    if not families:
+        return StepResult("scan", StepStatus.SKIPPED, "no affected site: nothing to fix in this release")
+    chosen = [m for m in ctx.opts.models if m in families] or families[:1] if ctx.opts.models else families
+    detail = f"{len(report.affected)} affected site(s) in {', '.join(families)}; verifying {', '.join(chosen)}"
+    return StepResult("scan", StepStatus.OK, detail, data={"families": families, "chosen": chosen})
+
+
+def step_environment(ctx: Context) -> StepResult:
+    if ctx.opts.python:
+        py = ctx.opts.python
+    elif _installed_transformers() == ctx.opts.version:  # this environment already imports that release
+        py = proc.python()
+    else:
+        from ropefix.releases import relenv
+
+        py = str(relenv.python_for(ctx.opts.version, ctx.store))
+    return StepResult("environment", StepStatus.OK, py, data={"python": py})
+
+
+def step_verify(ctx: Context) -> StepResult:
+    from ropefix.files import atomic_write
+    from ropefix.prove import render
+
+    cmd = [ctx.data("environment", "python"), "-m", "ropefix", "verify", ctx.data("checkout", "root"), "--json"]
+    cmd += ["--max-examples", str(ctx.opts.max_examples)] if ctx.opts.max_examples else []
+    cmd += ["--models", *ctx.data("scan", "chosen")]
+    done = proc.run(cmd, env={"OMP_NUM_THREADS": "1"}, timeout=3600)
     try:
-        status, detail = fn()
-    except RopefixError as e:
-        status, detail = "failed", str(e).splitlines()[0]
-    result.steps.append(Step(name, status, detail, round(time.monotonic() - start, 1)))
-    ui.info(f"    {name}: {status} ({result.steps[-1].seconds:.1f}s) {detail}")
+        report = Report.from_json(json.loads(done.out), "verify's report")
+    except ValueError:
+        last = (done.err.strip().splitlines() or [""])[-1]
+        return StepResult("verify", StepStatus.FAILED, f"verify printed no report (exit {done.rc}): {last}")
+    dest = ctx.out / "verify.json"
+    atomic_write(dest, report.dumps())
+    atomic_write(ctx.out / "evidence.md", render.evidence_markdown([report]))
+    detail = f"{report.state.value}: " + "; ".join(render.family_line(f) for f in report.families)
+    return StepResult("verify", StepStatus.OK, detail, data={"report": str(dest), "state": report.state.value})
+
+
+def step_patch(ctx: Context) -> StepResult:
+    from ropefix.ship import patches
+
+    report = ctx.report()
+    made = patches.generate_proven(ctx.opts.version, Path(ctx.data("checkout", "root")), report)
+    if made is None:
+        return StepResult("patch", StepStatus.SKIPPED, "nothing proven: no patch (see verify)")
+    dest = patches.write_one(made, ctx.out)
+    return StepResult("patch", StepStatus.OK, f"{made.sites} site(s), {len(made.files)} file(s) -> {dest.name}")
+
+
+def step_pr(ctx: Context) -> StepResult:
+    from ropefix.releases import sources
+    from ropefix.ship import pr
+
+    made = pr.make_pr(
+        f"v{ctx.opts.version}",
+        repo=str(ctx.store.path("repos", sources.HISTORY_REPO)),
+        out=ctx.out / "pr",
+        store=ctx.store,
+        python=ctx.data("environment", "python"),
+        evidence=None,
+        report=ctx.report(),
+    )
+    if made.safe:
+        return StepResult("pr", StepStatus.SKIPPED, made.why_nothing)
+    untested = f"; no tests for {len(made.untested)} model(s)" if made.untested else ""
+    detail = f"{len(made.patches)} patch(es), {len(made.tests)} test file(s) -> pr/PR_BODY.md{untested}"
+    return StepResult("pr", StepStatus.OK, detail, data={"series": [str(p) for p in made.patches]})
+
+
+STEPS: tuple[tuple[str, Callable[[Context], StepResult], tuple[str, ...]], ...] = (
+    ("checkout", step_checkout, ()),
+    ("scan", step_scan, ("checkout",)),
+    ("environment", step_environment, ("scan",)),
+    ("verify", step_verify, ("environment",)),
+    ("patch", step_patch, ("verify",)),
+    ("pr", step_pr, ("verify",)),
+)
+
+
+# ---------------------------------------------------------------- running and resuming
 
 
 def run_job(
@@ -69,103 +208,85 @@ def run_job(
     max_examples: int | None = None,
     python: str | None = None,
     store: Store | None = None,
+    resume: bool = False,
 ) -> JobResult:
-    store = store or Store()
+    opts = Options(version, tuple(models or ()), max_examples, python)
     out = out.resolve()
+    ctx = Context(opts, out, store or Store())
     out.mkdir(parents=True, exist_ok=True)
+    if resume:
+        ctx.done = _load_state(out, opts)
+    elif (out / STATE_FILE).exists():
+        (out / STATE_FILE).unlink()  # a fresh run: the old state (ours) no longer describes out/
     result = JobResult(version, out)
-    tree: dict[str, Any] = {}
-
-    def checkout() -> tuple[str, str]:
-        tree["root"] = sources.release_tree(version, store)
-        return "ok", str(tree["root"])
-
-    _timed(result, "checkout", checkout)
-    if "root" not in tree:
-        return result
-    root: Path = tree["root"]
-
-    def scan() -> tuple[str, str]:
-        report = engine.scan_tree(root)
-        tree["models"] = sorted({s.model for s in report.affected})
-        (out / "scan.json").write_text(json.dumps(report.to_json(), indent=1))
-        if not report.affected:
-            return "not-affected", "no affected site: nothing to fix in this release"
-        return "ok", f"{len(report.affected)} affected site(s) in {', '.join(tree['models'])}"
-
-    _timed(result, "scan", scan)
-    if not tree.get("models"):
-        return result
-
-    def apply() -> tuple[str, str]:
-        patch = backport.make_patch(version, tree=root)
-        dest = backport.write_patch(patch, out)
-        return "ok", f"{len(patch.changes)} file(s) -> {dest.name}"
-
-    _timed(result, "apply", apply)
-
-    def env() -> tuple[str, str]:
-        from ropefix.releases import relenv
-
-        if python:
-            tree["python"] = python
-        elif _installed_transformers() == version:  # this environment already imports that release
-            tree["python"] = proc.python()
-        else:
-            tree["python"] = str(relenv.python_for(version, store))
-        return "ok", tree["python"]
-
-    _timed(result, "environment", env)
-    chosen = [m for m in (models or ["qwen2_vl", "qwen2_5_vl"]) if m in tree["models"]] or tree["models"][:1]
-
-    def verify() -> tuple[str, str]:
-        if "python" not in tree:
-            return "skipped", "no interpreter imports this release here"
-        cmd = [tree["python"], "-m", "ropefix", "verify", str(root), "--json"]
-        cmd += ["--max-examples", str(max_examples)] if max_examples else []
-        done = proc.run([*cmd, "--models", *chosen], env={"OMP_NUM_THREADS": "1"}, timeout=1800)
+    for i, (name, fn, needs) in enumerate(STEPS, 1):
+        kept = ctx.done.get(name)
+        if kept is not None and kept.status is not StepStatus.FAILED:
+            ui.info(f"[{i}/{len(STEPS)}] {name}: kept from the interrupted run ({kept.status.value})")
+            result.steps.append(kept)
+            continue
+        if any(ctx.done.get(n) is None or ctx.done[n].status is not StepStatus.OK for n in needs):
+            break  # an earlier step stopped the job (skipped or failed): the summary says why
+        ui.info(f"[{i}/{len(STEPS)}] {name}")
+        start = time.monotonic()
         try:
-            data = json.loads(done.out)
-        except ValueError:
-            return (
-                "failed",
-                f"verify printed no result (exit {done.rc}): {(done.err.strip().splitlines() or [''])[-1]}",
-            )
-        result.verify = data
-        (out / "verify.json").write_text(json.dumps(data, indent=1))
-        (out / "evidence.md").write_text(evidence_table(data))
-        return data["status"], "; ".join(_model_line(m) for m in data["models"])
-
-    _timed(result, "verify", verify)
-
-    def pull_request() -> tuple[str, str]:
-        from ropefix.ship import pr
-
-        history = _history_repo(store)
-        matrix = Path("out/matrix.md")  # the matrix's table when it was run; else this run's verify
-        evidence = matrix if matrix.exists() else out / "evidence.md"
-        made = pr.make_pr(
-            f"v{version}",
-            repo=str(history),
-            out=out / "pr",
-            store=store,
-            python=tree.get("python"),
-            evidence=evidence,
-            proofs=_proofs(result.verify),
-        )
-        if made.safe:
-            return "not-affected", "already safe"
-        untested = f"; no tests for {len(made.untested)} model(s)" if made.untested else ""
-        return "ok", f"{len(made.patches)} patch(es), {len(made.tests)} test file(s) -> pr/PR_BODY.md{untested}"
-
-    _timed(result, "pr", pull_request)
-    (out / "SUMMARY.md").write_text("```\n" + result.render() + "\n```\n")
+            res = fn(ctx)
+        except RopefixError as e:
+            res = StepResult(name, StepStatus.FAILED, str(e).splitlines()[0])
+        res = StepResult(res.name, res.status, res.detail, round(time.monotonic() - start, 1), res.data)
+        ui.info(f"    {name}: {res.status.value} ({res.seconds:.1f}s) {res.detail}")
+        ctx.done[name] = res
+        result.steps.append(res)
+        _save_state(out, opts, ctx.done)
+        if res.status is StepStatus.FAILED:
+            ui.info(f"run: stopped at {name}; fix the cause and continue with `ropefix run --resume --out {out}`")
+            break
+    if "verify" in ctx.done and ctx.done["verify"].status is StepStatus.OK:
+        result.report = ctx.report()
+    _write_summary(result)
     return result
 
 
-def _history_repo(store: Store) -> Path:
-    """The cache's repository of imported releases (tags ``vX.Y.Z``), which release_tree checked out from."""
-    return store.path("repos", sources.HISTORY_REPO)
+def _save_state(out: Path, opts: Options, done: dict[str, StepResult]) -> None:
+    from ropefix.files import atomic_write
+
+    state = {"options": opts.key(), "steps": [s.to_json() for s in done.values()]}
+    atomic_write(out / STATE_FILE, json.dumps(state, indent=1))
+
+
+def _load_state(out: Path, opts: Options) -> dict[str, StepResult]:
+    path = out / STATE_FILE
+    if not path.exists():
+        raise RopefixError(f"Nothing to resume: {path} does not exist. Start the job without --resume.")
+    try:
+        state = json.loads(path.read_text())
+        steps = {s["name"]: StepResult.from_json(s) for s in state["steps"]}
+    except (ValueError, KeyError, TypeError) as e:
+        raise RopefixError(f"{path} is damaged ({e}); start the job again without --resume.") from e
+    if state.get("options") != opts.key():
+        raise RopefixError(
+            f"{path} belongs to a run with other options ({state.get('options')}); resume with the same release, "
+            "--models and --max-examples, or start a fresh run without --resume."
+        )
+    return steps
+
+
+def _write_summary(result: JobResult) -> None:
+    """SUMMARY.md: the steps, then per finding and proof its file:line, and where the evidence is."""
+    from ropefix.files import atomic_write
+
+    lines = ["```", result.render(), "```", ""]
+    if result.report is not None:
+        lines += ["| model | rule or hazard | verdict | failing site |", "| --- | --- | --- | --- |"]
+        for f in result.report.families:
+            for v in f.verdicts:
+                if v.proof or v.state not in (State.NOT_AFFECTED,):
+                    site = f"`{v.proof.site}`" if v.proof else ""
+                    lines.append(f"| {f.family} | {v.rule} | {v.state.value} | {site} |")
+            for x in f.findings:
+                lines.append(f"| {f.family} | {x.hazard} (no rule) | finding ({x.tree}) | `{x.site}` |")
+        lines += ["", "Evidence (failing layouts, pairs judged): [evidence.md](evidence.md); report: verify.json."]
+    atomic_write(result.out / "SUMMARY.md", "\n".join(lines) + "\n")
 
 
 def _installed_transformers() -> str | None:
@@ -175,47 +296,3 @@ def _installed_transformers() -> str | None:
         return md.version("transformers")
     except md.PackageNotFoundError:
         return None
-
-
-def _model_line(m: dict[str, Any]) -> str:
-    parts = []
-    for r in m["rules"]:
-        red = "red" if r["reproduced"] else "latent" if r["pattern_present"] else "absent"
-        green = {True: "green", False: "still red", None: "n/a"}[r["fixed"]]
-        parts.append(f"{r['rule']} {red}->{green}")
-    others = sorted({o["hazard"] for o in m["other_findings"]})
-    if others:
-        parts.append(f"other hazards (no rule yet): {', '.join(others)}")
-    return f"{m['model']}: " + ", ".join(parts or [m["status"]])
-
-
-def evidence_table(data: dict[str, Any]) -> str:
-    """verify's verdict as the Markdown table PR_BODY.md shows when no matrix was run."""
-    rows = [
-        "| transformers | torch | model | rule | unpatched | patched | failing site |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for m in data["models"]:
-        for r in m["rules"]:
-            red = "reproduced" if r["reproduced"] else "latent" if r["pattern_present"] else "absent"
-            green = {True: "passes", False: "fails", None: "n/a"}[r["fixed"]]
-            site = f"`{r['failure_site']}`" if r["failure_site"] else ""
-            rows.append(
-                f"| {data['transformers']} | {data['torch']} | {m['model']} | {r['rule']} | {red} | {green} | {site} |"
-            )
-        for o in m["other_findings"]:
-            rows.append(
-                f"| {data['transformers']} | {data['torch']} | {m['model']} | ({o['hazard']}, no rule) | "
-                f"reproduced | {'fails' if o['tree'] == 'patched' else 'n/a'} | `{o['site']}` |"
-            )
-    return "\n".join(rows) + "\n"
-
-
-def _proofs(data: dict[str, Any] | None) -> dict[str, str]:
-    """Per rule, the first shrunk failing example verify found on the unpatched tree."""
-    found: dict[str, str] = {}
-    for m in (data or {}).get("models", []):
-        for r in m["rules"]:
-            if r["reproduced"] and r.get("example") and r["rule"] not in found:
-                found[r["rule"]] = f"{m['model']}: {r['example']}"
-    return found
