@@ -17,7 +17,7 @@ from ropefix.errors import RopefixError
 # One module per subcommand under ropefix.commands; each defines
 # ``register(subparsers)``, which adds its parser with ``set_defaults(func=run)``,
 # and ``run(args) -> int``.
-COMMANDS = ["cache", "checkout", "run", "backport", "matrix", "verify", "scan", "apply", "patches", "pr"]
+COMMANDS = ["cache", "checkout", "run", "backport", "matrix", "verify", "sweep", "scan", "apply", "patches", "pr"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -161,3 +161,38 @@ def write_all(m: Matrix, out_dir: Path) -> list[Path]:
             tmp.write_text(text, encoding="utf-8")
     draw(m, paths[2], paths[3])
     return paths
+
+
+def draw_grid(
+    rows: list[str], cols: list[str], states: dict[tuple[str, str], State], title: str, svg: Path, png: Path
+) -> None:
+    """Any rows x columns grid of verdict states (the sweep's release x family picture), one colour per state."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch, Rectangle
+
+    fig, ax = plt.subplots(figsize=(2.2 + 0.55 * len(cols), 1.2 + 0.28 * len(rows)))
+    for y, row in enumerate(rows):
+        for x, col in enumerate(cols):
+            state = states.get((row, col))
+            if state is not None:
+                ax.add_patch(Rectangle((x, y), 1, 1, facecolor=COLOURS[state], edgecolor="#444444", linewidth=0.5))
+    ax.set_xlim(0, max(1, len(cols)))
+    ax.set_ylim(max(1, len(rows)), 0)
+    ax.set_xticks([x + 0.5 for x in range(len(cols))], cols, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks([y + 0.5 for y in range(len(rows))], rows, fontsize=7)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.set_title(title, fontsize=9)
+    used = [s for s in State if s in set(states.values())]
+    handles = [Patch(facecolor=COLOURS[s], edgecolor="#444444", label=LABELS[s]) for s in used]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=7)
+    fig.tight_layout()
+    with _atomic(svg) as tmp:
+        fig.savefig(tmp, format="svg")
+    with _atomic(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

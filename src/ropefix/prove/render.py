@@ -158,3 +158,35 @@ def finding_words(x: Finding) -> str:
 
 def _md(s: str) -> str:
     return s.replace("|", "\\|").replace("\n", " ")
+
+
+def sweep_markdown(reports: list[Report], seconds: float, not_judged: list[tuple[object, str]]) -> str:
+    """The sweep as a release x family table of states, the counts, and every not-judged cell with its reason."""
+    fams = sorted({f.family for r in reports for f in r.families})
+    rows = ["| transformers | " + " | ".join(fams) + " |", "| --- |" + " --- |" * len(fams)]
+    counts: Counter[State] = Counter()
+    for r in reports:
+        cells = []
+        for name in fams:
+            f = r.family(name)
+            if f is None:
+                cells.append("")
+                continue
+            counts[f.state] += 1
+            cells.append(f"{MARKS[f.state]} {f.state.value} ({f.judged})")
+        rows.append(f"| {r.release} | " + " | ".join(cells) + " |")
+    total = sum(counts.values())
+    share = 100.0 * counts[State.NOT_JUDGED] / total if total else 0.0
+    lines = [
+        *rows,
+        "",
+        f"{total} release x family cells in {seconds / 60:.1f} min: "
+        + ", ".join(f"{n} {s.value}" for s, n in sorted(counts.items(), key=lambda kv: _order(kv[0])))
+        + f"; not-judged {share:.1f}%. In brackets: call path x prompt pairs judged.",
+        "",
+        "Legend: " + "; ".join(f"{MARKS[s]} {s.value}: {LABELS[s]}" for s in State if s is not State.SKIPPED),
+    ]
+    if not_judged:
+        lines += ["", "Not judged, with the reason:", ""]
+        lines += [f"- {cell}: {why}" for cell, why in not_judged]
+    return "\n".join(lines) + "\n"
