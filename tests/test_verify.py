@@ -216,3 +216,11 @@ def test_text_report_names_the_proof_the_patched_result_and_findings() -> None:
 def test_proof_describes_its_layout_and_tree() -> None:
     p = Proof(failure(), "patched with rope-deltas")
     assert p.site == f"transformers/{SITE_RD}" and "vision-apart" in p.describe()
+
+
+def test_top_level_help_speaks_to_users_not_developers(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "Find, fix, prove and ship" in out and "ropefix run" in out
+    assert "reads argv" not in out

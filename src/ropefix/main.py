@@ -20,8 +20,18 @@ from ropefix.errors import RopefixError
 COMMANDS = ["cache", "checkout", "run", "backport", "matrix", "verify", "sweep", "scan", "apply", "patches", "pr"]
 
 
+DESCRIPTION = """\
+Find, fix, prove and ship the mRoPE rope_deltas multi-device bug in Hugging Face transformers.
+
+Pipeline: a release (checkout) -> its hazards (scan, apply) -> proof on simulated devices (verify,
+sweep, matrix) -> what may ship, only with its proof (patches, backport, pr). `ropefix run` does it
+end to end on one release. `ropefix COMMAND --help` tells more."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ropefix", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="ropefix", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"ropefix {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
