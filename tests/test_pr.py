@@ -178,16 +178,22 @@ def _toy_report(state: State) -> Report:
     return Report("0.0.1", "2.13.0", "0.0.0", "ci", (fam,))
 
 
-def test_own_checkout_gets_a_topic_branch_from_the_base(tmp_path: Path) -> None:
-    repo = _affected_repo(tmp_path)
-    result = pr.make_pr(
+def _toy_pr(repo: git.Repo, tmp_path: Path, state: State = State.REPRODUCED_FIXED, **kw: object) -> pr.PrResult:
+    """make_pr on the toy checkout with a verdict of ``state`` (no interpreter needed: python="false")."""
+    return pr.make_pr(
         "v0.0.1",
         repo=str(repo.path),
         out=tmp_path / "out",
         python="false",
         evidence=None,
-        report=_toy_report(State.REPRODUCED_FIXED),
+        report=_toy_report(state),
+        **kw,
     )
+
+
+def test_own_checkout_gets_a_topic_branch_from_the_base(tmp_path: Path) -> None:
+    repo = _affected_repo(tmp_path)
+    result = _toy_pr(repo, tmp_path)
     assert result.branch and repo.current_branch() == result.branch
     assert not (repo.path / "NOTES.md").exists()  # the branch starts at the base, not at the user's work
     assert "cache_position.device" in (repo.path / "src/transformers/models/toy_vl/modeling_toy_vl.py").read_text()
@@ -204,14 +210,7 @@ def test_a_failure_after_committing_leaves_nothing_behind(tmp_path: Path, monkey
 
     monkeypatch.setattr(pr, "_prove", broken)
     with pytest.raises(RopefixError, match="git am refused"):
-        pr.make_pr(
-            "v0.0.1",
-            repo=str(repo.path),
-            out=tmp_path / "out",
-            python="false",
-            evidence=None,
-            report=_toy_report(State.REPRODUCED_FIXED),
-        )
+        _toy_pr(repo, tmp_path)
     assert (repo.branches(), repo.head()) == before and repo.current_branch() == "work"
     assert not repo.is_dirty()
     assert not list((tmp_path / "out").glob("*"))
@@ -221,9 +220,7 @@ def test_a_failure_after_committing_leaves_nothing_behind(tmp_path: Path, monkey
 def test_nothing_proven_makes_no_series_and_says_why(tmp_path: Path, state: State) -> None:
     repo = _affected_repo(tmp_path)
     before = (repo.branches(), repo.head())
-    result = pr.make_pr(
-        "v0.0.1", repo=str(repo.path), out=tmp_path / "out", python="false", evidence=None, report=_toy_report(state)
-    )
+    result = _toy_pr(repo, tmp_path, state)
     assert result.safe and not result.patches and not (tmp_path / "out").exists()
     assert "nothing proven" in result.why_nothing and f"toy_vl: {state.value}" in result.why_nothing
     assert (repo.branches(), repo.head()) == before
@@ -231,15 +228,7 @@ def test_nothing_proven_makes_no_series_and_says_why(tmp_path: Path, state: Stat
 
 def test_unproven_edits_only_with_the_flag_and_marked(tmp_path: Path) -> None:
     repo = _affected_repo(tmp_path)
-    result = pr.make_pr(
-        "v0.0.1",
-        repo=str(repo.path),
-        out=tmp_path / "out",
-        python="false",
-        evidence=None,
-        report=_toy_report(State.LATENT),
-        unproven=True,
-    )
+    result = _toy_pr(repo, tmp_path, State.LATENT, unproven=True)
     assert result.unproven == ["rope-deltas: toy_vl"] and result.commits == [
         ("rope-deltas", REGISTRY["rope-deltas"].summary + " (unproven)")
     ]

@@ -13,6 +13,7 @@ import os
 import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from ropefix.matrix.model import Matrix
@@ -94,44 +95,81 @@ def cell_gid(env: str) -> str:
     return f"cell-{env}"
 
 
+@dataclass(frozen=True)
+class GridCell:
+    state: State
+    label: str = ""  # text inside the square (empty: none)
+    gid: str = ""  # SVG id, so tests and tools find a cell's colour
+
+
 def draw(m: Matrix, svg: Path, png: Path) -> None:
     """The release × torch grid, one colour per status, a legend with every status."""
+    rows, cols = m.rows(), m.cols()
+    cells = {
+        (row, col): GridCell(c.status, c.status.value, cell_gid(c.env))
+        for row in rows
+        for col in cols
+        if (c := m.cell(row, col)) is not None
+    }
+    title = f"ropefix matrix: {'PASS' if m.passed else 'FAIL'} ({len(m.cells)} envs)"
+    size = (2.2 + 1.6 * len(cols) + 3.2, 1.2 + 0.45 * max(1, len(rows)))
+    labels = ([f"transformers {r}" for r in rows], [f"torch {c}" for c in cols])
+    _draw(rows, cols, cells, labels, title, size, list(State), svg, png)
+
+
+def draw_grid(
+    rows: list[str], cols: list[str], states: dict[tuple[str, str], State], title: str, svg: Path, png: Path
+) -> None:
+    """Any rows x columns grid of verdict states (the sweep's release x family picture), one colour per state."""
+    cells = {k: GridCell(s) for k, s in states.items()}
+    size = (2.2 + 0.55 * len(cols) + 3.2, 1.2 + 0.28 * max(1, len(rows)))
+    used = [s for s in State if s in set(states.values())]
+    _draw(rows, cols, cells, (rows, cols), title, size, used, svg, png, small=True)
+
+
+def _draw(
+    rows: list[str],
+    cols: list[str],
+    cells: dict[tuple[str, str], GridCell],
+    labels: tuple[list[str], list[str]],
+    title: str,
+    size: tuple[float, float],
+    legend: list[State],
+    svg: Path,
+    png: Path,
+    small: bool = False,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # no display on CI machines
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch, Rectangle
 
-    rows, cols = m.rows(), m.cols()
-    fig, ax = plt.subplots(figsize=(2.2 + 1.6 * len(cols) + 3.2, 1.2 + 0.45 * max(1, len(rows))))
+    fig, ax = plt.subplots(figsize=size)
     for y, row in enumerate(rows):
         for x, col in enumerate(cols):
-            c = m.cell(row, col)
+            c = cells.get((row, col))
             if c is None:
                 continue
-            rect = Rectangle((x, y), 1, 1, facecolor=COLOURS[c.status], edgecolor="#444444", linewidth=0.8)
-            rect.set_gid(cell_gid(c.env))
+            rect = Rectangle((x, y), 1, 1, facecolor=COLOURS[c.state], edgecolor="#444444", linewidth=0.8)
+            if c.gid:
+                rect.set_gid(c.gid)
             ax.add_patch(rect)
-            dark = c.status in (State.REPRODUCED_FIXED, State.FIX_FAILED)
-            ax.text(
-                x + 0.5,
-                y + 0.5,
-                c.status.value,
-                ha="center",
-                va="center",
-                fontsize=7,
-                color="white" if dark else "#222222",
-            )
+            if c.label:
+                dark = c.state in (State.REPRODUCED_FIXED, State.FIX_FAILED, State.NOT_JUDGED)
+                colour = "white" if dark else "#222222"
+                ax.text(x + 0.5, y + 0.5, c.label, ha="center", va="center", fontsize=7, color=colour)
     ax.set_xlim(0, max(1, len(cols)))
     ax.set_ylim(max(1, len(rows)), 0)  # oldest release on top, as in the table
-    ax.set_xticks([x + 0.5 for x in range(len(cols))], [f"torch {c}" for c in cols])
-    ax.set_yticks([y + 0.5 for y in range(len(rows))], [f"transformers {r}" for r in rows])
+    font = 7 if small else None
+    ax.set_xticks([x + 0.5 for x in range(len(cols))], labels[1], rotation=60 if small else 0, fontsize=font)
+    ax.set_yticks([y + 0.5 for y in range(len(rows))], labels[0], fontsize=font)
     ax.tick_params(length=0)
     for side in ax.spines.values():
         side.set_visible(False)
-    ax.set_title(f"ropefix matrix: {'PASS' if m.passed else 'FAIL'} ({len(m.cells)} envs)")
-    handles = [Patch(facecolor=COLOURS[s], edgecolor="#444444", label=LABELS[s]) for s in State]
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=8)
+    ax.set_title(title, fontsize=9 if small else None)
+    handles = [Patch(facecolor=COLOURS[s], edgecolor="#444444", label=LABELS[s]) for s in legend]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=7 if small else 8)
     fig.tight_layout()
     with _atomic(svg) as tmp:
         fig.savefig(tmp, format="svg")
@@ -161,38 +199,3 @@ def write_all(m: Matrix, out_dir: Path) -> list[Path]:
             tmp.write_text(text, encoding="utf-8")
     draw(m, paths[2], paths[3])
     return paths
-
-
-def draw_grid(
-    rows: list[str], cols: list[str], states: dict[tuple[str, str], State], title: str, svg: Path, png: Path
-) -> None:
-    """Any rows x columns grid of verdict states (the sweep's release x family picture), one colour per state."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch, Rectangle
-
-    fig, ax = plt.subplots(figsize=(2.2 + 0.55 * len(cols), 1.2 + 0.28 * len(rows)))
-    for y, row in enumerate(rows):
-        for x, col in enumerate(cols):
-            state = states.get((row, col))
-            if state is not None:
-                ax.add_patch(Rectangle((x, y), 1, 1, facecolor=COLOURS[state], edgecolor="#444444", linewidth=0.5))
-    ax.set_xlim(0, max(1, len(cols)))
-    ax.set_ylim(max(1, len(rows)), 0)
-    ax.set_xticks([x + 0.5 for x in range(len(cols))], cols, rotation=60, ha="right", fontsize=7)
-    ax.set_yticks([y + 0.5 for y in range(len(rows))], rows, fontsize=7)
-    ax.tick_params(length=0)
-    for side in ax.spines.values():
-        side.set_visible(False)
-    ax.set_title(title, fontsize=9)
-    used = [s for s in State if s in set(states.values())]
-    handles = [Patch(facecolor=COLOURS[s], edgecolor="#444444", label=LABELS[s]) for s in used]
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=7)
-    fig.tight_layout()
-    with _atomic(svg) as tmp:
-        fig.savefig(tmp, format="svg")
-    with _atomic(png) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)

@@ -9,9 +9,13 @@ overwritten.
 
 from __future__ import annotations
 
+import json
+import shlex
 from importlib import resources
 from pathlib import Path
 
+from ropefix import proc, ui
+from ropefix.errors import RopefixError
 from ropefix.prove.verdict import Report
 from ropefix.store import Store
 
@@ -57,3 +61,38 @@ def lookup(release: str, store: Store | None = None) -> Report | None:
     if mine:
         return Report.load(mine[-1])
     return committed(release)
+
+
+def run_verify(python: str | Path, tree: Path, what: str, timeout_s: float = 3600) -> Report:
+    """``ropefix verify TREE --json`` with ``python`` (an interpreter that imports that tree), as a Report.
+
+    Verify keeps its report in the cache itself, so the next lookup finds it.
+    """
+    kit_src = Path(__file__).resolve().parents[2]
+    ui.info(f"verifying {what} first: `ropefix verify {tree}` (several minutes)")
+    done = proc.run(
+        [python, "-m", "ropefix", "verify", tree, "--json"],
+        env={"PYTHONPATH": str(kit_src), "OMP_NUM_THREADS": "1", "TRANSFORMERS_VERBOSITY": "error"},
+        timeout=timeout_s,
+    )
+    try:
+        return Report.from_json(json.loads(done.out), f"verify's report on {what}")
+    except ValueError:
+        last = (done.err.strip().splitlines() or ["no output"])[-1]
+        raise RopefixError(
+            f"verify could not judge {what} (exit {done.rc}): {last} Run `ropefix verify {shlex.quote(str(tree))}` "
+            "with an interpreter that imports that tree, then retry (pr takes its JSON with --verdict FILE)."
+        ) from None
+
+
+def ensure(release: str, store: Store | None = None) -> Report:
+    """The verdict for an exact ``release``: looked up, else verify runs on its tree in its own interpreter."""
+    from ropefix.releases import relenv, sources
+
+    found = lookup(release, store)
+    if found is not None:
+        ui.info(f"using the verdict for transformers {release} (ropefix {found.kit}, torch {found.torch})")
+        return found
+    return run_verify(
+        relenv.python_for(release, store), sources.release_tree(release, store), f"transformers {release}"
+    )

@@ -8,7 +8,6 @@ release checkout with ``git apply`` or ``patch -p1``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ropefix.errors import RopefixError
@@ -87,24 +86,9 @@ def _installed_path(rel: str, prefix: str) -> str:
 
 def verdict_for(version: str, store: Store | None = None) -> Report:
     """The verdict for ``version``: the cache's or the kit's committed one; else verify runs first (minutes)."""
-    from ropefix import proc, ui
     from ropefix.prove import verdicts
-    from ropefix.releases import relenv, sources
 
-    found = verdicts.lookup(version, store)
-    if found is not None:
-        return found
-    ui.info(f"backport: transformers {version} was never verified here; verifying it first (several minutes)")
-    py = relenv.python_for(version, store)
-    root = sources.release_tree(version, store)
-    done = proc.run([py, "-m", "ropefix", "verify", root, "--json"], env={"OMP_NUM_THREADS": "1"}, timeout=3600)
-    try:
-        return Report.from_json(json.loads(done.out), f"verify's report on {version}")
-    except ValueError:
-        raise RopefixError(
-            f"Verifying transformers {version} failed (exit {done.rc}): {(done.err.strip().splitlines() or [''])[-1]} "
-            f"Run `ropefix verify` on that release yourself (an interpreter that imports it), then retry."
-        ) from None
+    return verdicts.ensure(version, store)
 
 
 def proven_plan(report: Report, force: bool = False) -> dict[str, list[str]] | None:

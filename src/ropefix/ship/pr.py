@@ -12,9 +12,7 @@ no series, and the result says why. ``unproven=True`` adds static matches in a l
 
 from __future__ import annotations
 
-import json
 import re
-import shlex
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -137,37 +135,16 @@ def make_pr(
 
 
 def _verdict_for(base: str, root: Path, python: str | None, store: Store) -> Report:
-    """The verdict for ``base``: reused when a release was verified before, else verify runs on the tree."""
+    """The verdict for ``base``: a release's is looked up (or made in its own interpreter); any other ref's
+    is made on the tree with ``python`` (or this interpreter)."""
     from ropefix.prove import verdicts
 
     m = re.fullmatch(r"v?(\d+\.\d+\.\d+)", base)
-    release = m.group(1) if m else None
-    if release:
-        found = verdicts.lookup(release, store)
-        if found is not None:
-            ui.info(f"pr: reusing the verdict for transformers {release} (ropefix {found.kit}, torch {found.torch})")
-            return found
-    py = python
-    if py is None and release:
-        from ropefix.releases import relenv
-
-        py = str(relenv.python_for(release, store))
-    py = py or proc.python()
-    ui.info(f"pr: no verdict for {base} yet; running `ropefix verify` on {root} (several minutes)")
-    kit_src = Path(__file__).resolve().parents[2]
-    done = proc.run(
-        [py, "-m", "ropefix", "verify", root, "--json"],
-        env={"PYTHONPATH": str(kit_src), "OMP_NUM_THREADS": "1"},
-        timeout=3600,
-    )
-    try:
-        return Report.from_json(json.loads(done.out), f"verify's report on {base}")
-    except ValueError:
-        raise RopefixError(
-            f"verify could not judge {base} (exit {done.rc}): {(done.err.strip().splitlines() or [''])[-1]} Run "
-            f"`ropefix verify {shlex.quote(str(root))}` with an interpreter that imports that tree, then pass its JSON "
-            "with --verdict FILE."
-        ) from None
+    if m and python is None:
+        return verdicts.ensure(m.group(1), store)
+    if m and (found := verdicts.lookup(m.group(1), store)) is not None:
+        return found
+    return verdicts.run_verify(python or proc.python(), root, base)
 
 
 def _nothing_proven(report: Report | None) -> str:
