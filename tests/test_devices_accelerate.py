@@ -9,6 +9,8 @@ from accelerate.hooks import AlignDevicesHook, add_hook_to_module
 from accelerate.utils import send_to_device
 
 from ropefix.devices import simulate
+from ropefix.prove.layouts import ModelInfo
+from ropefix.prove.tinymodels import TinyModel
 
 CUDA0, CUDA1 = torch.device("cuda", 0), torch.device("cuda", 1)
 
@@ -161,3 +163,134 @@ def test_safetensors_loads_straight_onto_a_device(tmp_path) -> None:
         for device in ("cuda:1", 1):  # the string path stages through pinned memory, which the simulation lacks
             loaded = load_file(str(path), device=device)["w"]
             assert loaded.device == CUDA1 and loaded.tolist() == [0.0, 1.0, 2.0]
+
+
+# ---------------------------------------------------------------- user-shaped layouts of a tiny mRoPE model
+
+
+@pytest.fixture(scope="module")
+def tiny() -> TinyModel:
+    from ropefix.prove import tinymodels
+
+    return tinymodels.build("qwen2_vl")
+
+
+@pytest.fixture(scope="module")
+def info(tiny: TinyModel) -> ModelInfo:
+    from ropefix.prove import layouts
+
+    return layouts.model_info(tiny)
+
+
+def _where(model: torch.nn.Module) -> dict[str, str]:
+    return {n: str(t.device) for n, t in [*model.named_parameters(), *model.named_buffers()]}
+
+
+def _share(info: ModelInfo, n: int) -> dict[int, str]:
+    """Every device but the last gets an equal share of the model: accelerate splits over all of them."""
+    return {**{i: f"{info.total_bytes // 1024 // (n - 1)}KiB" for i in range(n - 1)}, n - 1: "1GiB"}
+
+
+@pytest.mark.parametrize("loader", ["dispatch", "from_pretrained"])
+def test_a_hand_written_map_puts_small_modules_apart(tiny: TinyModel, info: ModelInfo, loader: str) -> None:
+    from ropefix.prove import layouts
+
+    roles = {role: path for path, role in reversed(info.modules)}  # the first module of each role
+    merger, rotary, head = roles["merger"], roles["rotary"], roles["lm_head"]
+    base = layouts.contiguous(info.units.names, [len(info.units.names) // 2])
+    dmap = layouts.apart(layouts.apart(base, merger, 2, tiny.model), rotary, 2, tiny.model)
+    dmap = layouts.apart(dmap, head, 0)
+    layout = layouts.Layout("module-apart", dmap, "cpu", 3, loader=loader, apart=(merger, rotary, head))
+    assert merger in dmap and not any(k == merger.rsplit(".", 1)[0] for k in dmap)  # the tower is written out
+    with simulate(3):
+        where = _where(layouts.place(tiny, layout))
+    tower = merger.rsplit(".", 1)[0]
+    assert {d for n, d in where.items() if n.startswith(merger + ".")} == {"cuda:2"}
+    assert {d for n, d in where.items() if n.startswith(tower + ".") and not n.startswith(merger + ".")} == {"cuda:0"}
+    assert {d for n, d in where.items() if n.startswith(rotary + ".")} == {"cuda:2"}
+    assert {d for n, d in where.items() if n.startswith(head + ".")} == {"cuda:0"}
+    assert all(d == f"cuda:{layouts.device_of(dmap, n)}" for n, d in where.items())
+    assert {d.type for d in map(torch.device, _where(tiny.model).values())} == {"cpu"}  # the original is untouched
+
+
+@pytest.mark.parametrize(
+    ("strategy", "budget"), [(s, "share") for s in ("auto", "balanced_low_0", "sequential")] + [("auto", None)]
+)
+def test_from_pretrained_with_a_strategy_string_places_as_resolved(
+    tiny: TinyModel, info: ModelInfo, strategy: str, budget: str | None
+) -> None:
+    from ropefix.prove import layouts
+
+    n = 3
+    max_memory = _share(info, n) if budget else None
+    dmap, problem = layouts.resolve(info, strategy, n, max_memory, "from_pretrained")
+    assert not problem and layouts.uncovered(dmap, tiny.model) == ([], [])
+    layout = layouts.Layout(
+        strategy, dmap, "cpu", n, loader="from_pretrained", strategy=strategy, max_memory=max_memory
+    )
+    with simulate(n):
+        model = layouts.place(tiny, layout)
+        assert layouts.placement(model) == dmap  # hf_device_map, as transformers reports it
+        where = _where(model)
+    assert all(d == f"cuda:{layouts.device_of(dmap, n_)}" for n_, d in where.items())
+    low = 1 if strategy == "balanced_low_0" else 0
+    assert set(where.values()) == {f"cuda:{i}" for i in range(low, n)}
+
+
+@pytest.mark.skipif(
+    int(__import__("transformers").__version__.split(".")[0]) >= 5,
+    reason="5.x from_pretrained computes maps with its own copies of accelerate's functions; resolve() reads its map",
+)
+def test_accelerate_maps_mirror_from_pretrained_in_4x(info: ModelInfo) -> None:
+    from ropefix.prove import layouts
+
+    for strategy in layouts.STRATEGIES:
+        for max_memory in (None, _share(info, 3)):
+            by_hand = layouts.resolve(info, strategy, 3, max_memory, "dispatch")
+            assert by_hand == layouts.resolve(info, strategy, 3, max_memory, "from_pretrained"), strategy
+
+
+@pytest.mark.parametrize("loader", ["dispatch", "from_pretrained"])
+def test_one_device_layouts_have_no_hooks_and_take_inputs_on_the_model_device(
+    tiny: TinyModel, info: ModelInfo, loader: str
+) -> None:
+    from hypothesis import find, settings
+
+    from ropefix.prove import callpaths, layouts, tinymodels
+
+    # unpadded: with padding, transformers' sdpa mask takes a cuda-only branch (fully masked rows), not the CPU's
+    inputs = tinymodels.inputs(tiny, tinymodels.Prompt(kind="text", batch=2))
+    tinymodels.reset_state(tiny.model)
+    with torch.no_grad():
+        expected = tiny.model(**inputs).logits
+    drawn = find(layouts.strategy(info, 1, loaders=[loader]), lambda lay: True, settings=settings(database=None))
+    on_second = layouts.Layout("one-device", {"": 1}, "cuda:1", 2, inputs_to=layouts.MODEL_DEVICE, loader=loader)
+    assert (drawn.kind, drawn.device_map, drawn.inputs_to) == ("one-device", {"": 0}, layouts.MODEL_DEVICE)
+    for layout in (drawn, on_second):
+        with simulate(layout.n_devices):
+            model = layouts.place(tiny, layout)
+            assert set(_where(model).values()) == {layout.input_device} == {str(model.device)}
+            assert not any(hasattr(m, "_hf_hook") for m in model.modules())  # model.to(), as accelerate does
+            with torch.no_grad():
+                out = model(**callpaths.to_device(inputs, layout.input_device)).logits
+            assert str(out.device) == layout.input_device
+            assert torch.equal(out.cpu(), expected)
+
+
+def test_a_layout_accelerate_cannot_place_is_reported(tiny: TinyModel, info: ModelInfo) -> None:
+    from ropefix.prove import layouts
+
+    budget = {0: "1KiB", 1: "1KiB"}
+    dmap, problem = layouts.resolve(info, "sequential", 2, budget, "dispatch")
+    assert "offloads to disk" in problem
+    starved = layouts.Layout(
+        "sequential", dmap, "cuda:0", 2, strategy="sequential", max_memory=budget, problem=problem
+    )
+    missing = {k: v for k, v in layouts.contiguous(info.units.names, [3]).items() if k not in info.units.head}
+    with simulate(2):
+        with pytest.raises(layouts.NotPlaceable, match="layout not placeable: sequential on 2 GPUs.*offloads to disk"):
+            layouts.place(tiny, starved)
+        for loader in ("dispatch", "from_pretrained"):  # lm_head has no device: refused, or left off the accelerators
+            with pytest.raises(layouts.NotPlaceable, match="layout not placeable: contiguous") as e:
+                layouts.place(tiny, layouts.Layout("contiguous", missing, "cpu", 2, loader=loader))
+            assert "lm_head" in e.value.reason
