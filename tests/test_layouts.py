@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import find, given, settings
 from hypothesis import strategies as st
 
 from ropefix.prove import layouts as ly
 from ropefix.prove import tinymodels as tm
 
 NAMES = ("visual", "embed", "l0", "l1", "l2", "norm", "lm_head")
+# find() stops at the first match; the profile's max_examples (25 in ci) is too few for rare draws
+FIND = settings(database=None, max_examples=2000)
 U = ly.Units(NAMES, towers=("visual",), layers=("l0", "l1", "l2"), embeddings=("embed",), head=("lm_head",))
 
 
@@ -76,9 +78,7 @@ def test_strategy_layouts_are_valid(layout: ly.Layout) -> None:
 
 @pytest.mark.parametrize("kind", [k for k in ly.KINDS if k not in ly.STRATEGIES])
 def test_units_strategy_draws_every_kind(kind: str) -> None:
-    from hypothesis import find, settings
-
-    layout = find(ly.strategy(U, 3), lambda lay: lay.kind == kind, settings=settings(database=None))
+    layout = find(ly.strategy(U, 3), lambda lay: lay.kind == kind, settings=FIND)
     assert layout.kind == kind
     if kind == "module-apart":  # units move alone: the one apart differs from a neighbour
         (moved,) = layout.apart
@@ -89,18 +89,14 @@ def test_units_strategy_draws_every_kind(kind: str) -> None:
 
 @pytest.mark.parametrize("target", [ly.MODEL_DEVICE, "cpu", "cuda", "cuda:2"])
 def test_inputs_go_to_every_place_users_send_them(target: str) -> None:
-    from hypothesis import find, settings
-
-    layout = find(ly.strategy(U, 3), lambda lay: lay.inputs_to == target, settings=settings(database=None))
+    layout = find(ly.strategy(U, 3), lambda lay: lay.inputs_to == target, settings=FIND)
     assert layout.input_device == (
         f"cuda:{ly.device_of(layout.device_map, NAMES[0])}" if target == ly.MODEL_DEVICE else target
     )
 
 
 def test_one_accelerator_is_a_one_device_layout_with_inputs_on_the_model() -> None:
-    from hypothesis import find, settings
-
-    layout = find(ly.strategy(U, 1), lambda lay: True, settings=settings(database=None))
+    layout = find(ly.strategy(U, 1), lambda lay: True, settings=FIND)
     assert (layout.kind, layout.device_map, layout.n_devices) == ("one-device", {"": 0}, 1)
     assert (layout.inputs_to, layout.input_device) == (ly.MODEL_DEVICE, "cuda:0")
     assert "inputs.to(model.device)" in layout.short()
