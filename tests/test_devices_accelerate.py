@@ -254,7 +254,7 @@ def test_accelerate_maps_mirror_from_pretrained_in_4x(info: ModelInfo) -> None:
 
 
 @pytest.mark.parametrize("loader", ["dispatch", "from_pretrained"])
-def test_one_device_layouts_have_no_hooks_and_take_inputs_on_the_model_device(
+def test_one_accelerator_layouts_have_no_hooks_and_take_inputs_on_the_model_device(
     tiny: TinyModel, info: ModelInfo, loader: str
 ) -> None:
     from hypothesis import find, settings
@@ -267,8 +267,8 @@ def test_one_device_layouts_have_no_hooks_and_take_inputs_on_the_model_device(
     with torch.no_grad():
         expected = tiny.model(**inputs).logits
     drawn = find(layouts.strategy(info, 1, loaders=[loader]), lambda lay: True, settings=settings(database=None))
-    on_second = layouts.Layout("one-device", {"": 1}, "cuda:1", 2, inputs_to=layouts.MODEL_DEVICE, loader=loader)
-    assert (drawn.kind, drawn.device_map, drawn.inputs_to) == ("one-device", {"": 0}, layouts.MODEL_DEVICE)
+    on_second = layouts.Layout("one-accelerator", {"": 1}, "cuda:1", 2, inputs_to=layouts.MODEL_DEVICE, loader=loader)
+    assert (drawn.kind, drawn.device_map, drawn.inputs_to) == ("one-accelerator", {"": 0}, layouts.MODEL_DEVICE)
     for layout in (drawn, on_second):
         with simulate(layout.n_devices):
             model = layouts.place(tiny, layout)

@@ -95,9 +95,9 @@ def test_inputs_go_to_every_place_users_send_them(target: str) -> None:
     )
 
 
-def test_one_accelerator_is_a_one_device_layout_with_inputs_on_the_model() -> None:
+def test_one_accelerator_is_a_layout_with_inputs_on_the_model() -> None:
     layout = find(ly.strategy(U, 1), lambda lay: True, settings=FIND)
-    assert (layout.kind, layout.device_map, layout.n_devices) == ("one-device", {"": 0}, 1)
+    assert (layout.kind, layout.device_map, layout.n_devices) == ("one-accelerator", {"": 0}, 1)
     assert (layout.inputs_to, layout.input_device) == (ly.MODEL_DEVICE, "cuda:0")
     assert "inputs.to(model.device)" in layout.short()
 

@@ -4,7 +4,7 @@ A model is cut into *units* (decoder layers, embeddings, final norm and rotary t
 and audio towers, ``lm_head``, leftover top-level pieces) and, finer, into the *modules* a user
 names in a hand-written map (a tower's patch embedding, rotary table, blocks and merger). Kinds:
 
-- ``one-device``: the whole model on one accelerator (``device_map={"": i}``); accelerate then
+- ``one-accelerator``: the whole model on one accelerator (``device_map={"": i}``); accelerate then
   calls ``model.to()`` and adds no hooks, so the inputs go to ``model.device`` as users send them;
 - ``contiguous``: units in module order, split into runs on increasing devices;
 - ``vision-apart``: the towers on their own device, the language model split contiguously;
@@ -43,7 +43,7 @@ from typing import Any
 from ropefix.errors import RopefixError
 
 STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
-KINDS = ("one-device", "contiguous", "vision-apart", "ends-apart", "scattered", "module-apart", *STRATEGIES)
+KINDS = ("one-accelerator", "contiguous", "vision-apart", "ends-apart", "scattered", "module-apart", *STRATEGIES)
 LOADERS = ("dispatch", "from_pretrained")
 MODEL_DEVICE = "model.device"  # inputs.to(model.device): resolved per layout to the first parameter's device
 TOWER_WORDS = ("visual", "vision_tower", "vision_model", "audio_tower", "audio_model")
@@ -89,9 +89,9 @@ class Layout:
     problem: str = ""
 
     @property
-    def one_device(self) -> bool:
+    def one_accelerator(self) -> bool:
         """The whole model on one accelerator: accelerate moves it with ``model.to()`` and adds no hooks."""
-        return layout_is_one_device(self.device_map)
+        return on_one_accelerator(self.device_map)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -456,7 +456,7 @@ def towers_apart(model: Any) -> dict[str, int]:
     return {name: 0 if name in towers else 1 for name in _cover(model, set(towers))}
 
 
-def layout_is_one_device(device_map: dict[str, Any]) -> bool:
+def on_one_accelerator(device_map: dict[str, Any]) -> bool:
     return len(set(device_map.values())) == 1
 
 
@@ -495,7 +495,7 @@ def accelerate_map(model: Any, strategy: str, max_memory: dict[int, str] | None,
 
 def placement(model: Any) -> dict[str, Any]:
     """The map a placed model reports: ``hf_device_map`` where transformers set one, else the whole
-    model on its first parameter's device (one-device loads in 5.x keep no map)."""
+    model on its first parameter's device (one-accelerator loads in 5.x keep no map)."""
     reported = getattr(model, "hf_device_map", None)
     if reported:
         return {k: _device_index(v) for k, v in reported.items()}
@@ -665,7 +665,7 @@ def strategy(
 
     ``source``: ``Units`` (pure maps over units, loaded by ``dispatch``; ``module-apart`` moves units)
     or ``ModelInfo`` (everything: small modules, strategy strings resolved on a simulated machine,
-    ``from_pretrained``). One accelerator is always the ``one-device`` kind. Inputs go to
+    ``from_pretrained``). One accelerator is always the ``one-accelerator`` kind. Inputs go to
     ``model.device``, stay on the CPU, go to ``"cuda"`` or to any ``cuda:i``; with the whole model on
     one device (no hooks) they go to ``model.device``, as a user's must.
     """
@@ -696,8 +696,8 @@ def strategy(
         max_memory: dict[int, str] | None = None
         moved: tuple[str, ...] = ()
         problem = ""
-        kind = "one-device" if n == 1 else draw(st.sampled_from(wanted), label="kind")
-        if kind == "one-device":
+        kind = "one-accelerator" if n == 1 else draw(st.sampled_from(wanted), label="kind")
+        if kind == "one-accelerator":
             dmap = {"": draw(dev, label="device") if n > 1 else 0}
         elif kind in STRATEGIES:
             strategy_name = kind
@@ -737,8 +737,8 @@ def strategy(
                 dmap = {name: draw(dev) for name in u.names}
         targets = [MODEL_DEVICE, "cpu", "cuda"] + [f"cuda:{i}" for i in range(n)]
         to = draw(st.sampled_from(targets), label="input_device")
-        if layout_is_one_device(dmap):
-            # accelerate moves a one-device map with model.to(), no hooks: inputs must be on that device,
+        if on_one_accelerator(dmap):
+            # accelerate moves a one-accelerator map with model.to(), no hooks: inputs must be on that device,
             # as on real hardware; anything else is the caller's error, not the model's
             to = MODEL_DEVICE
         first = u.first or (u.names[0] if u.names else "")
