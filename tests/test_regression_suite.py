@@ -114,8 +114,9 @@ def test_red_unpatched_green_patched(model: str) -> None:
     result = verify.verify(None, [model], "ci")
     fam = result.family(model)
     v = fam.verdict("rope-deltas")
-    # red: the reproducer fails on the unpatched tree, at the stored-deltas line of this model
-    assert v.pattern_present and v.reproduced and v.proof.tree == "unpatched"
+    # red: the reproducer fails at the stored-deltas line of this model, on the unpatched tree or once another
+    # rule's fix let the run get that far (an image prompt fails in get_rope_index first)
+    assert v.pattern_present and v.reproduced and "rope-deltas" not in v.proof.tree
     assert v.proof.site.startswith(f"transformers/models/{model}/modeling_{model}.py:")
     line = int(v.proof.site.rsplit(":", 1)[1])
     source = (_installed() / "models" / model / f"modeling_{model}.py").read_text().splitlines()

@@ -89,7 +89,7 @@ def text(r: Report) -> str:
         for v in f.verdicts:
             lines.append(f"  rule {v.rule}: {v.state.value} ({len(v.sites)} static site(s)) - {v.reason}")
             if v.proof:
-                lines.append(f"    red at {v.proof.site}  [{v.proof.failure.code}]")
+                lines.append(f"    red at {v.proof.site} {v.proof.tree_words()}  [{v.proof.failure.code}]")
                 lines.append(f"    failing layout: {v.proof.describe()}")
             if v.after:
                 lines.append(f"    patched: {v.after}")

@@ -150,12 +150,14 @@ class Runner:
 
     def __init__(self, model: str, seed: int = 0) -> None:
         self.tiny = tinymodels.build(model, seed)
-        self.units = layouts.units(self.tiny.model)
+        self.info = layouts.model_info(self.tiny)
+        self.units = self.info.units
         self.root = _tf_root()
         self._references: dict[tuple, Reference] = {}
         self.judged: set[str] = set()
         self.not_compared: dict[str, str] = {}
         self.notes: list[str] = []
+        self.unplaceable: dict[str, str] = {}  # layout -> why accelerate or transformers refused it
         self.examples_run = 0
 
     def _example(self, layout: layouts.Layout, prompt: Prompt, path: str, shape: Shape, arm: str) -> Example:
@@ -172,7 +174,7 @@ class Runner:
         except Exception as cpu_error:  # noqa: BLE001 - a path the CPU cannot run is recorded, not raised
             cpu_where, _ = site_of(cpu_error.__traceback__, self.root)
             why = f"{type(cpu_error).__name__}: {cpu_error} at {cpu_where}"[:400]
-            one = layouts.Layout("one-accelerator", {u: 0 for u in self.units.names}, "cuda:0", 1)
+            one = layouts.Layout("one-accelerator", {"": 0}, "cuda:0", 1, inputs_to="model.device")
             try:
                 ref = Reference(self.placed(one, prompt, path, shape), "cuda:0")
                 self.notes.append(f"{path}/{prompt.kind}: the CPU cannot run it ({why}); reference on cuda:0")
@@ -182,20 +184,13 @@ class Runner:
         return ref
 
     def placed(self, layout: layouts.Layout, prompt: Prompt, path: str, shape: Shape) -> Any:
-        """Run on a copy placed over simulated devices; returns the output (on the CPU) or raises."""
-        import copy
-
-        from accelerate import dispatch_model
-
+        """Run on a fresh model placed as a user places it (``layouts.place``: dispatch_model or
+        from_pretrained(device_map=...)), the processor's output moved as a whole to the layout's input
+        device; returns the output (on the CPU) or raises (``layouts.NotPlaceable`` before running)."""
         from ropefix import devices
 
         with devices.simulate(n=layout.n_devices, kind="cuda"):
-            model = copy.deepcopy(self.tiny.model)
-            tinymodels.reset_state(model)
-            if len(set(layout.device_map.values())) == 1:
-                model.to(f"cuda:{next(iter(layout.device_map.values()))}")  # what accelerate does with one device
-            else:
-                dispatch_model(model, device_map=dict(layout.device_map))
+            model = layouts.place(self.tiny, layout)
             inp = callpaths.to_device(tinymodels.inputs(self.tiny, prompt), layout.input_device)
             return _as_cpu(callpaths.call(path, model, inp, shape))
 
@@ -209,11 +204,15 @@ class Runner:
         if not ref.ok:
             self.not_compared.setdefault(example.pair, ref.error)
             return None
-        self.judged.add(example.pair)
         try:
             out = self.placed(layout, prompt, path, shape)
+        except layouts.NotPlaceable as e:  # accelerate or transformers refuses the layout: listed, not judged
+            self.unplaceable.setdefault(layout.short()[:160], e.reason[:200])
+            return None
         except Exception as e:  # noqa: BLE001 - every failure is classified, none dropped
-            return failure_of(e, self.root, example, len(set(layout.device_map.values())))
+            self.judged.add(example.pair)
+            return failure_of(e, self.root, example, layout.n_devices if not layout.one_accelerator else 1)
+        self.judged.add(example.pair)
         if not same(out, ref.output, tinymodels.inputs(self.tiny, prompt).get("attention_mask")):
             return Failure(
                 "output-mismatch", "<result>", "", f"placed run differs from the reference on {ref.where}", example
@@ -232,6 +231,9 @@ class Runner:
         into.judged_pairs = sorted(self.judged)
         into.not_compared = dict(sorted(self.not_compared.items()))
         into.notes = list(dict.fromkeys(self.notes))
+        if self.unplaceable:
+            first = next(iter(self.unplaceable.items()))
+            into.notes.append(f"{len(self.unplaceable)} layout(s) not placeable, e.g. {first[0]}: {first[1]}")
         return into
 
 
@@ -248,7 +250,7 @@ class _NewSite(Exception):
         self.failure = failure
 
 
-def strategies(runner: Runner, max_devices: int = 3) -> Any:
+def strategies(runner: Runner, max_devices: int = 4) -> Any:
     """Everything one example draws: layout, prompt, call path, generation shape."""
     from hypothesis import strategies as st
 
@@ -259,7 +261,7 @@ def strategies(runner: Runner, max_devices: int = 3) -> Any:
 
     @st.composite
     def example(draw: Any) -> tuple[layouts.Layout, Prompt, str, Shape]:
-        layout = draw(layouts.strategy(runner.units, max_devices), label="layout")
+        layout = draw(layouts.strategy(runner.info, max_devices), label="layout")
         kind = draw(st.sampled_from(kinds), label="kind")
         path = draw(st.sampled_from([p.name for p in callpaths.PATHS.values() if kind in p.kinds]), label="path")
         batch = draw(st.integers(1, 3), label="batch")

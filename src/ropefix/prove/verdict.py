@@ -70,14 +70,19 @@ class Example:
 
     def describe(self) -> str:
         p, lay = self.prompt, self.layout
-        where = (
-            lay.get("describe") or f"{lay.get('kind')} over {lay.get('n_devices')} device(s): {lay.get('device_map')}"
+        n = lay.get("n_devices")
+        placed = f"{lay.get('kind')} on {n} accelerator(s): {lay.get('call') or lay.get('device_map')}"
+        if lay.get("strategy"):  # the map the strategy string became on that machine
+            placed += f" -> {lay.get('device_map')}"
+        moved = lay.get("inputs_to") or lay.get("input_device")
+        inputs = f"inputs.to({moved!r})" + (
+            f" = {lay.get('input_device')}" if moved != lay.get("input_device") else ""
         )
         extra = f" (arm {self.arm})" if self.arm != "placed" else ""
         return (
             f"{self.path} on {self.model}, {p.get('kind')} prompt batch={p.get('batch')} len={p.get('length')} "
             f"pad={p.get('pad')}/{p.get('padding_side')} grid={tuple(p.get('grid', ()))}, shape={self.shape}; "
-            f"layout {where}, inputs on {lay.get('input_device')}{extra}"
+            f"{placed}; {inputs}{extra}"
         )
 
 
@@ -110,6 +115,12 @@ class Proof:
 
     def describe(self) -> str:
         return self.failure.example.describe()
+
+    def tree_words(self) -> str:
+        """``on the unpatched tree`` / ``once rope-index-scatter was applied`` (an earlier fix uncovered it)."""
+        if self.tree == "unpatched":
+            return "on the unpatched tree"
+        return "once " + self.tree.removeprefix("patched with ") + " was applied"
 
 
 @dataclass(frozen=True)

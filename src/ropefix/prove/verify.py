@@ -275,7 +275,7 @@ def _proven(
     return (
         State.REPRODUCED_FIXED,
         f"passes: {checked} with results identical to the reference; {after.examples_run} examples searched",
-        f"reproduced on the {proof.tree} tree, green after the patch",
+        f"red {proof.tree_words()}, green after the patch",
     )
 
 

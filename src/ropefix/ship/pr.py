@@ -181,7 +181,7 @@ def _proof_text(report: Report, rule: str, families: list[str]) -> str | None:
     for f in report.families:
         v = f.verdict(rule)
         if f.family in families and v is not None and v.proof is not None:
-            return f"{f.family}, red at {v.proof.site} ({v.proof.tree} tree): {v.proof.describe()}"
+            return f"{f.family}, red at {v.proof.site} {v.proof.tree_words()}: {v.proof.describe()}"
     return None
 
 
@@ -255,7 +255,7 @@ def _message(rule: str, summary: str, models: list[str], rep: engine.ApplyReport
         f"{title} ({names})\n\n{summary}\n\n"
         f"Rule `{rule}`: {sites} site(s) in {len(rep.changes)} file(s), modular and generated modeling files "
         "together. Paths where cache_position is None (plain forward, training) behave as before.\n"
-        + (f"\nFailing layout that proves it (unpatched): {proof}\n" if proof else "")
+        + (f"\nFailing layout that proves it: {proof}\n" if proof else "")
     )
 
 
