@@ -78,35 +78,39 @@ def download(version: str, store: Store | None = None) -> Path:
         if cached is not None:
             return cached
         meta = sdist(version, store)
-        dest = store.path("downloads", meta.filename)
-        ui.info(f"downloading {meta.filename} ({meta.size / 1e6:.1f} MB) from {_host(meta.url)}")
-        digest = hashlib.sha256()
-        try:
-            with store.atomic_file(dest) as fh, _open(meta.url) as resp:
-                announced, received = resp.headers.get("Content-Length"), 0
-                while chunk := resp.read(_CHUNK):
-                    digest.update(chunk)
-                    fh.write(chunk)
-                    received += len(chunk)
-                if announced is not None and received != int(announced):
-                    # http.client returns a short body without complaint when a connection drops.
-                    raise RopefixError(
-                        f"Downloading {meta.url} was cut off after {received} of {announced} bytes; nothing was "
-                        "kept. Retry; the next run starts from scratch."
-                    )
-                if digest.hexdigest() != meta.sha256:
-                    # Raising inside the block makes atomic_file delete the temporary file.
-                    raise RopefixError(
-                        f"{meta.filename} from {meta.url} does not match the index's sha256 "
-                        f"(expected {meta.sha256}, got {digest.hexdigest()}). Nothing was kept. "
-                        "Retry later; if it persists, the index or a proxy is serving a corrupt file."
-                    )
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
-            raise RopefixError(
-                f"Downloading {meta.url} failed ({_reason(e)}); nothing was kept. "
-                "Check the network or $ROPEFIX_INDEX_URL and retry."
-            ) from e
-        return dest
+        return _fetch(meta, store.path("downloads", meta.filename), store)
+
+
+def _fetch(meta: Sdist | Wheel, dest: Path, store: Store) -> Path:
+    """Stream ``meta.url`` into ``dest`` through a temporary file; it lands only when its sha256 matches."""
+    ui.info(f"downloading {meta.filename} ({meta.size / 1e6:.1f} MB) from {_host(meta.url)}")
+    digest = hashlib.sha256()
+    try:
+        with store.atomic_file(dest) as fh, _open(meta.url) as resp:
+            announced, received = resp.headers.get("Content-Length"), 0
+            while chunk := resp.read(_CHUNK):
+                digest.update(chunk)
+                fh.write(chunk)
+                received += len(chunk)
+            if announced is not None and received != int(announced):
+                # http.client returns a short body without complaint when a connection drops.
+                raise RopefixError(
+                    f"Downloading {meta.url} was cut off after {received} of {announced} bytes; nothing was "
+                    "kept. Retry; the next run starts from scratch."
+                )
+            if digest.hexdigest() != meta.sha256:
+                # Raising inside the block makes atomic_file delete the temporary file.
+                raise RopefixError(
+                    f"{meta.filename} from {meta.url} does not match the index's sha256 "
+                    f"(expected {meta.sha256}, got {digest.hexdigest()}). Nothing was kept. "
+                    "Retry later; if it persists, the index or a proxy is serving a corrupt file."
+                )
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
+        raise RopefixError(
+            f"Downloading {meta.url} failed ({_reason(e)}); nothing was kept. "
+            "Check the network or $ROPEFIX_INDEX_URL and retry."
+        ) from e
+    return dest
 
 
 def _cached_download(store: Store, version: str) -> Path | None:
@@ -172,3 +176,83 @@ def _reason(e: BaseException) -> str:
     if isinstance(e, urllib.error.URLError):
         return str(e.reason)
     return f"{type(e).__name__}: {e}"
+
+
+# ---------------------------------------------------------------- the release's own wheel
+
+# Pure-Python wheel tags a ropefix wheel may start from: any Python 3, no ABI, any platform.
+PURE_TAGS = ("py3-none-any", "py2.py3-none-any")
+
+
+@dataclass(frozen=True)
+class Wheel:
+    version: str
+    filename: str  # checked: exactly transformers-<version>-<pure tag>.whl, no folder in it
+    url: str
+    sha256: str
+    size: int
+
+
+def pure_wheel(version: str, store: Store | None = None) -> Wheel:
+    """Where the pure-Python wheel of ``version`` lives and what its sha256 must be.
+
+    Every name the index gives is checked before it is used: the file name must be exactly the
+    release's own (so it cannot point anywhere but ``downloads/``) and the sha256 64 hex digits.
+    """
+    if str(versions.parse(version)) != version:  # a plain, canonical release name goes into the file name
+        raise RopefixError(f"{version!r} is not a release name as the index spells them (e.g. 4.49.0).")
+    store = store or Store()
+    files = _release_files(_metadata(store), version)
+    if files is None:
+        files = _release_files(_metadata(store, refresh=True), version)  # the cached list may predate it
+    if files is None:
+        raise RopefixError(
+            f"The index {base_url()} has no transformers {version}. Check the version (`ropefix checkout latest` "
+            "lists what exists) and retry."
+        )
+    wanted = {f"{PACKAGE}-{version}-{tag}.whl" for tag in PURE_TAGS}
+    for f in files:
+        if f.get("packagetype") == "bdist_wheel" and f.get("filename") in wanted and not f.get("yanked"):
+            digest = str(f.get("digests", {}).get("sha256", ""))
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise RopefixError(
+                    f"The index {base_url()} gives {f['filename']} no usable sha256 ({digest!r}), so it cannot be "
+                    "checked; nothing was downloaded. Use another index ($ROPEFIX_INDEX_URL) and retry."
+                )
+            return Wheel(version, f["filename"], f["url"], digest, int(f.get("size", 0)))
+    listed = ", ".join(sorted(str(f.get("filename")) for f in files)) or "no files"
+    raise RopefixError(
+        f"The index {base_url()} has no pure-Python wheel for transformers {version} (looked for "
+        f"{' or '.join(sorted(wanted))}; it lists {listed}). A ropefix wheel is built from the release's own "
+        f"py3-none-any wheel. Use `ropefix backport --to {version}` (the patch) or `--install` instead."
+    )
+
+
+def download_wheel(version: str, store: Store | None = None) -> Path:
+    """The verified pure-Python wheel of ``version`` in ``downloads/``: fetched once, hashed again on every use."""
+    store = store or Store()
+    with store.lock("downloads"):
+        meta = pure_wheel(version, store)
+        folder = store.path("downloads")
+        dest = folder / meta.filename
+        if dest.parent != folder:  # pure_wheel admits only the release's own name; keep it that way
+            raise RopefixError(f"Refusing the index's file name {meta.filename!r}: it leaves the cache.")
+        if dest.is_file():
+            if _sha256_of(dest) == meta.sha256:
+                return dest
+            ui.info(f"the cached {dest.name} does not match the index's sha256 (damaged?); downloading it again")
+            dest.unlink()
+        return _fetch(meta, dest, store)
+
+
+def _release_files(data: dict, version: str) -> list[dict] | None:
+    files = data.get("releases", {}).get(version)
+    return files if isinstance(files, list) else None
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
