@@ -91,8 +91,13 @@ def verdict_for(version: str, store: Store | None = None) -> Report:
     return verdicts.ensure(version, store)
 
 
-def proven_plan(report: Report, force: bool = False) -> dict[str, list[str]] | None:
-    """Per family, the rules the verdict proves; None (the static, unproven patch) only with ``force``."""
+def proven_plan(
+    report: Report, force: bool = False, override: str = "pass --force to apply the unproven static patch anyway"
+) -> dict[str, list[str]] | None:
+    """Per family, the rules the verdict proves; None (the static, unproven patch) only with ``force``.
+
+    ``override`` is the refusal's last advice: what the caller offers instead (the wheel offers no override).
+    """
     plan, why = report.ship_plan()
     if plan:
         return plan
@@ -101,5 +106,5 @@ def proven_plan(report: Report, force: bool = False) -> dict[str, list[str]] | N
     raise RopefixError(
         f"Refusing to backport transformers {report.release}: {why}. A patch ships only with its proof; nothing was "
         "written. Re-verify with a deeper search (`ropefix verify --profile dev`), use `ropefix.hotfix(model)`, or "
-        "pass --force to apply the unproven static patch anyway."
+        f"{override}."
     )
