@@ -12,11 +12,12 @@ is), the ``.dist-info`` folder renamed to the new version with ``METADATA`` sayi
 why, a machine-readable ``ropefix.json`` beside it (what ``backport --status`` reads), and a
 regenerated ``RECORD``. Wheel signatures (``RECORD.jws``/``.p7s``) are dropped: they no longer hold.
 
-The local segment ``N`` is a content hash, not a counter: the first 8 hex digits of the sha256 of
-the provenance record (the source wheel's sha256, every patched file's sha256 before and after, the
-plan, the proofs, the building kit's version and the wheel format). Whatever changes the wheel's
-bytes changes ``N``, so one name never stands for two contents (lock files with hashes stay valid),
-and no state is needed to number builds. The price: ``N`` orders nothing; pin the exact version.
+The local segment ``N`` is a content hash, not a counter: the first 8 hex digits of a sha256 over
+every file the wheel holds (name, mode, bytes) with the local version left blank: the release's
+files, the patched ones, METADATA's text, ``ropefix.json`` (source wheel sha256, plan, proofs, the
+building kit's version, the wheel format). Whatever changes the wheel's content changes ``N``, so
+one name never stands for two contents (lock files with hashes stay valid), and no state is needed
+to number builds. The price: ``N`` orders nothing; pin the exact version.
 
 Deterministic: entries sorted (the package, then ``.dist-info``, ``RECORD`` last), every timestamp
 1980-01-01 (the zip format's earliest), permissions 0644 (0755 where the source had an execute
@@ -138,10 +139,21 @@ def build(source_name: str, source: bytes, patch: Patch, report: Report, kit: st
     with zipfile.ZipFile(io.BytesIO(source)) as zf:
         members = {i.filename: i for i in zf.infolist() if not i.is_dir()}
         contents = {name: zf.read(name) for name in members}
-    old_info, old_data = f"{DIST}-{release}.dist-info", f"{DIST}-{release}.data"
-    _check_source(source_name, release, old_info, contents, patch)
+    _check_source(source_name, release, f"{DIST}-{release}.dist-info", contents, patch)
     prov = _provenance(source_name, source, patch, report, kit)
-    prov = replace(prov, local=local_segment(prov))
+    # N names the content: hash everything the wheel holds with the local version left blank, then fill it in
+    prov = replace(prov, local=local_segment(_contents(members, contents, patch, prov)))
+    files = _contents(members, contents, patch, prov)
+    record = f"{DIST}-{prov.version}.dist-info/RECORD"
+    files[record] = (render_record(files, record), 0o644)
+    return Built(prov, _zip(files, record))
+
+
+def _contents(
+    members: dict[str, zipfile.ZipInfo], contents: dict[str, bytes], patch: Patch, prov: Provenance
+) -> dict[str, tuple[bytes, int]]:
+    """Every file of the wheel but RECORD: name -> (bytes, mode)."""
+    old_info, old_data = f"{DIST}-{prov.release}.dist-info", f"{DIST}-{prov.release}.data"
     new_info, new_data = f"{DIST}-{prov.version}.dist-info", f"{DIST}-{prov.version}.data"
     patched = {c.path: c.patched for c in patch.changes}
     files: dict[str, tuple[bytes, int]] = {}
@@ -151,29 +163,34 @@ def build(source_name: str, source: bytes, patch: Patch, report: Report, kit: st
             continue
         data = patched.get(name, contents[name])
         if name == f"{DIST}/__init__.py":
-            data = versioned_init(data, release, prov.version)
+            data = versioned_init(data, prov.release, prov.version)
         elif name == f"{old_info}/METADATA":
             data = metadata(data.decode("utf-8"), prov).encode("utf-8")
         mode = 0o755 if (info.external_attr >> 16) & 0o111 else 0o644
         name = f"{new_info}/{rest}" if top == old_info else f"{new_data}/{rest}" if top == old_data else name
         files[name] = (data, mode)
     files[f"{new_info}/{PROVENANCE}"] = (json.dumps(prov.to_json(), indent=1, sort_keys=True).encode() + b"\n", 0o644)
-    record = f"{new_info}/RECORD"
-    files[record] = (render_record(files, record), 0o644)
-    return Built(prov, _zip(files, record))
+    return files
 
 
-def local_segment(prov: Provenance) -> str:
-    """``ropefix.<8 hex digits>`` from everything the wheel is made of (see the module's docstring)."""
-    body = json.dumps(replace(prov, local="").to_json(), sort_keys=True, separators=(",", ":"))
-    digest = hashlib.sha256(body.encode()).hexdigest()
-    for start in range(len(digest) - LOCAL_LEN + 1):
-        part = digest[start : start + LOCAL_LEN]
+def local_segment(files: dict[str, tuple[bytes, int]]) -> str:
+    """``ropefix.<8 hex digits>``: the sha256 of every file's name, mode and bytes (see the module's docstring)."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        data, mode = files[name]
+        digest.update(f"{name}\0{mode:o}\0{len(data)}\0".encode() + hashlib.sha256(data).digest())
+    return local_from_digest(digest.hexdigest())
+
+
+def local_from_digest(hexdigest: str) -> str:
+    """The first 8-digit window of ``hexdigest`` that PEP 440 keeps as written."""
+    for start in range(len(hexdigest) - LOCAL_LEN + 1):
+        part = hexdigest[start : start + LOCAL_LEN]
         # PEP 440 reads an all-digit part as a number: "01234567" would normalise to "1234567", and the
         # file name would then differ from the version pip reports. Such a window is skipped.
         if not (part.isdigit() and part.startswith("0")):
             return f"{LOCAL_PREFIX}.{part}"
-    raise AssertionError("unreachable: a sha256 hex digest has a usable window")
+    raise RopefixError(f"No usable local version segment in {hexdigest!r} (a sha256 hex digest always has one).")
 
 
 def versioned_init(data: bytes, release: str, version: str) -> bytes:
