@@ -1,25 +1,32 @@
 """Run inside an environment holding one transformers release: hotfix red/green under the simulator.
 
-The state a split model reaches (deltas stored on one accelerator at prefill, the decode step's
-``cache_position`` on another) is produced on a tiny model, then a hand-written decode step and a
-``generate`` run: without the hotfix, with ``hotfix(model)``, and with ``hotfix_class``. Prints one
-JSON object.
+Two parts. ``decode_step``: the state a split model reaches (deltas stored on one accelerator at
+prefill, the decode step's ``cache_position`` on another) is produced on a tiny model by hand, then a
+decode step and a ``generate`` run: without the hotfix, with ``hotfix(model)``, with ``hotfix_class``.
+``placed``: the model really split by accelerate (vision tower on cuda:0, the rest on cuda:1, inputs on
+the CPU), unpatched and in each order of ``ropefix.prove.hotfix_orders``; every run's tokens are
+compared with the unsplit model's. Prints one JSON object.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
 import json
 import re
 import sys
+import tempfile
 import traceback
+from pathlib import Path
 
 import torch
 
 from ropefix import devices
 from ropefix import hotfix as hf
-from ropefix.prove import tinymodels
+from ropefix.prove import callpaths, layouts, tinymodels
+from ropefix.prove import hotfix_orders as orders
+from ropefix.prove.callpaths import Shape
 from ropefix.prove.tinymodels import Prompt
 
 DEVICE_ERROR = "Expected all tensors to be on the same device"
@@ -69,13 +76,50 @@ def decode_step(fam: str, fix: str) -> str:
                     hook.remove()
             return "green"
         except RuntimeError as e:
-            if DEVICE_ERROR in str(e):
-                frames = [f for f in traceback.extract_tb(e.__traceback__) if "transformers" in f.filename]
-                return f"red: {frames[-1].line}" if frames else "red"
-            raise
+            return _red(e)
         finally:
             if handle is not None:
                 handle.remove()
+
+
+def _red(e: RuntimeError) -> str:
+    if DEVICE_ERROR not in str(e):
+        raise e
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if "transformers" in f.filename]
+    return f"red: {frames[-1].line}" if frames else "red"
+
+
+def placed(fam: str, inputs_on: str = "cpu") -> dict[str, str]:
+    """generate on the split model, unpatched and in every order: green (reference tokens), mismatch or red."""
+    tiny = tinymodels.build(fam)
+    x = tinymodels.inputs(tiny, Prompt(kind="text"))
+    with devices.simulate(n=1):
+        reference = _generate(copy.deepcopy(tiny.model).to("cuda:0"), x, "cuda:0")
+    device_map = layouts.towers_apart(tiny.model)
+    checkpoint = orders.save(tiny.model, Path(tempfile.mkdtemp(prefix="ropefix-probe-")))
+    arms = [("unpatched-dispatch", None, False), ("unpatched-load", None, True)]
+    arms += [(order, order, order in orders.LOADED) for order in orders.ORDERS]
+    out = {}
+    with devices.simulate(n=2):
+        for name, order, loaded in arms:
+            model = None if loaded else copy.deepcopy(tiny.model)
+            model, fix = orders.place(order, device_map, model=model, checkpoint=checkpoint)
+            out[name] = _judge(model, x, inputs_on, reference)
+            fix.remove()
+            if order is not None:  # remove() must give the original behaviour back
+                out[f"{name}-removed"] = _judge(model, x, inputs_on, reference)
+    return out
+
+
+def _generate(model: torch.nn.Module, x: dict, inputs_on: str) -> torch.Tensor:
+    return callpaths.call("generate-greedy", model, callpaths.to_device(x, inputs_on), Shape(max_new_tokens=3))
+
+
+def _judge(model: torch.nn.Module, x: dict, inputs_on: str, reference: torch.Tensor) -> str:
+    try:
+        return "green" if _generate(model, x, inputs_on).equal(reference) else "mismatch"
+    except RuntimeError as e:
+        return _red(e)
 
 
 def main(fam: str) -> None:
@@ -84,14 +128,15 @@ def main(fam: str) -> None:
     from ropefix.fix import engine, rules
 
     module = importlib.import_module(tinymodels.family(fam).module)
-    cls = getattr(module, tinymodels.family(fam).model_class)
+    classes = [c for c in vars(module).values() if isinstance(c, type) and c.__module__ == module.__name__]
     findings = engine.rewrite(inspect.getsource(module), rules.select(None), fix=False).findings
     result = {
         "version": transformers.__version__,
         "scan_affected": any(f.status == rules.AFFECTED for _, f in findings),
-        "hazardous": hf.is_hazardous(cls),
+        "hazardous": any(hf.is_hazardous(c) for c in classes),  # in the file the engine scans
         "patched": hf.hotfix(tinymodels.fresh(fam).model).patched,
         **{fix: decode_step(fam, fix) for fix in ("none", "instance", "class", "none-again")},
+        "placed": placed(fam),
     }
     print(json.dumps(result))
 

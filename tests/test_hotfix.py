@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import copy
+import inspect
 import json
+import os
 import subprocess
 import sys
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
+from accelerate import dispatch_model
+from accelerate.hooks import remove_hook_from_module
 from releaseenv import release_python
 
 import ropefix
 from ropefix import devices
 from ropefix import hotfix as hf
-from ropefix.errors import RopefixError  # noqa: F401 - the module's public errors stay importable
+from ropefix.errors import RopefixError
+from ropefix.prove import callpaths, layouts, tinymodels
+from ropefix.prove import hotfix_orders as orders
+from ropefix.prove.callpaths import Shape
+from ropefix.prove.tinymodels import Prompt
 from ropefix.store import Store
 
 DEVICE_ERROR = "Expected all tensors to be on the same device"
@@ -102,19 +113,232 @@ def test_no_op_where_not_needed_and_without_cache_position() -> None:
     assert model(ids).equal(ids)
 
 
+class SplitHazard(torch.nn.Module):
+    """The 4.49 shape in miniature: the root keeps the deltas and adds them to cache_position[0].
+
+    Split by accelerate, the root's execution device is its first module's (``tower``) while the
+    deltas are made on the language model's (``text``): inputs on any other device fail at decode.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tower = torch.nn.Linear(1, 1)
+        self.text = torch.nn.Linear(1, 1)
+        self.rope_deltas = None
+
+    def forward(self, ids: torch.Tensor, cache_position: torch.Tensor | None = None) -> torch.Tensor:
+        if cache_position is None or cache_position[0] == 0:
+            self.rope_deltas = (ids[:, :1] * 0 + 3).to(self.text.weight.device)
+            return ids
+        return cache_position[0] + self.rope_deltas
+
+
+SPLIT = {"tower": 0, "text": 1}
+
+
+def _split_decode(model: torch.nn.Module, inputs_on: str = "cpu") -> torch.Tensor:
+    ids = torch.ones(1, 4, dtype=torch.long, device=inputs_on)
+    model(ids, cache_position=torch.arange(4, device=inputs_on))
+    return model(ids[:, -1:], cache_position=torch.tensor([4], device=inputs_on))
+
+
+def test_a_forward_pre_hook_aligns_too_early_under_accelerate() -> None:
+    """Why the guard wraps the innermost forward: a pre-hook sees cache_position before accelerate moves it."""
+    with devices.simulate(n=2):
+        model = SplitHazard()
+        model.register_forward_pre_hook(lambda mod, args, kwargs: (args, hf.align(mod, kwargs)), with_kwargs=True)
+        dispatch_model(model, device_map=SPLIT)
+        with pytest.raises(RuntimeError, match=DEVICE_ERROR):
+            _split_decode(model)
+
+
+@pytest.mark.parametrize("inputs_on", ["cpu", "cuda:1"])
+@pytest.mark.parametrize("order", ["before-dispatch", "after-dispatch", "class-before-dispatch"])
+def test_synthetic_split_red_then_green_in_every_order(order: str, inputs_on: str) -> None:
+    with devices.simulate(n=2):
+        with pytest.raises(RuntimeError, match=DEVICE_ERROR):
+            _split_decode(dispatch_model(SplitHazard(), device_map=SPLIT), inputs_on)
+        model = SplitHazard()
+        fix = hf.hotfix_class(SplitHazard) if order == "class-before-dispatch" else hf.Hotfix()
+        fix = hf.hotfix(model) if order == "before-dispatch" else fix
+        dispatch_model(model, device_map=SPLIT)
+        fix = hf.hotfix(model) if order == "after-dispatch" else fix
+        try:
+            assert fix.active
+            out = _split_decode(model, inputs_on)
+            assert out.item() == 7 and devices.virtual_device(out) == torch.device(inputs_on)
+        finally:
+            fix.remove()
+        with pytest.raises(RuntimeError, match=DEVICE_ERROR):  # remove() restores the original behaviour
+            _split_decode(model, inputs_on)
+
+
+@pytest.mark.parametrize("order", ["before-dispatch", "after-dispatch"])
+@pytest.mark.parametrize("undispatch_first", [False, True])
+def test_remove_puts_the_original_forward_back_wherever_accelerate_moved_the_guard(
+    order: str, undispatch_first: bool
+) -> None:
+    with devices.simulate(n=2):
+        model = SplitHazard()
+        fix = hf.hotfix(model) if order == "before-dispatch" else None
+        dispatch_model(model, device_map=SPLIT)
+        fix = fix or hf.hotfix(model)
+        guard = model.__dict__["_old_forward"]
+        assert isinstance(guard, hf.Guard)  # accelerate's hook calls the guard after moving the inputs
+        if undispatch_first:
+            remove_hook_from_module(model)  # accelerate hands _old_forward (the guard) back as forward
+            assert model.__dict__["forward"] is guard
+        fix.remove()
+        restored = model.__dict__.get("_old_forward", model.__dict__.get("forward"))
+        if undispatch_first and order == "before-dispatch":
+            assert "forward" not in model.__dict__  # the class's forward shows through, as before the hotfix
+        else:
+            assert not isinstance(restored, hf.Guard)
+            assert restored.__func__ is SplitHazard.forward and restored.__self__ is model
+        again = hf.hotfix(model)  # nothing of the removed hotfix counts as a guard any more
+        assert again.active
+        again.remove()
+
+
+def test_class_guard_accelerate_captured_is_a_pass_through_once_removed() -> None:
+    """Unwrapping is impossible there (the instance holds the bound guard), so the guard stops guarding."""
+    with devices.simulate(n=2):
+        fix = hf.hotfix_class(SplitHazard)
+        model = dispatch_model(SplitHazard(), device_map=SPLIT)
+        assert _split_decode(model).item() == 7
+        fix.remove()
+        captured = model.__dict__["_old_forward"]
+        assert getattr(captured, hf.SWITCH).on is False  # still the guard, switched off
+        assert SplitHazard.__dict__["forward"] is captured.__func__.__wrapped__  # the class got its own back
+        with pytest.raises(RuntimeError, match=DEVICE_ERROR):
+            _split_decode(model)
+
+
+def test_guarded_forward_keeps_its_signature() -> None:
+    """transformers reads forward's parameters (inspect.signature(self.forward)); accelerate's wrapper too."""
+    plain = inspect.signature(SplitHazard().forward)
+    model = SplitHazard()
+    fix = hf.hotfix(model)
+    assert inspect.signature(model.forward) == plain
+    with devices.simulate(n=2):
+        dispatch_model(model, device_map=SPLIT)
+    assert inspect.signature(model.forward) == plain
+    fix.remove()
+
+
+def test_place_refuses_an_order_it_cannot_run() -> None:
+    with pytest.raises(RopefixError, match="Unknown hotfix order 'sideways'"):
+        orders.place("sideways", SPLIT, model=SplitHazard())
+    with pytest.raises(RopefixError, match="pass checkpoint="):
+        orders.place("after-load", SPLIT, model=SplitHazard())
+    with pytest.raises(RopefixError, match="pass model="):
+        orders.place("after-dispatch", SPLIT)
+
+
+def test_hotfix_twice_adds_nothing_and_a_copy_guards_itself() -> None:
+    with devices.simulate(n=2):
+        model = SplitHazard()
+        fix = hf.hotfix(model)
+        assert hf.hotfix(model).patched == []
+        twin = copy.deepcopy(model)  # the guard is copied with its module: it aligns the copy, not the original
+        assert twin.forward.root is twin and twin.forward.inner.__self__ is twin
+        dispatch_model(twin, device_map=SPLIT)
+        assert _split_decode(twin).item() == 7 and model.rope_deltas is None
+        fix.remove()
+
+
+# ---------------------------------------------------------------- a real split model, in the installed release
+# CI pins 4.49.0, where Qwen2-VL's root adds the deltas; on a release the hotfix finds safe the same
+# tests check that it changes nothing. Locally: run this file with relenv.python_for("4.49.0").
+
+FAMILY = "qwen2_vl"
+NEW_TOKENS = 3
+
+
+@dataclass(frozen=True)
+class Case:
+    tiny: tinymodels.TinyModel
+    checkpoint: orders.Checkpoint
+    reference: torch.Tensor  # generate's tokens on one simulated device: what every split run must give
+
+
+@pytest.fixture(scope="module")
+def qwen2_vl(tmp_path_factory: pytest.TempPathFactory) -> Case:
+    tiny = tinymodels.build(FAMILY)
+    checkpoint = orders.save(tiny.model, tmp_path_factory.mktemp(FAMILY))
+    with devices.simulate(n=1):
+        reference = _generate(tiny, copy.deepcopy(tiny.model).to("cuda:0"), "cuda:0")
+    return Case(tiny, checkpoint, reference)
+
+
+def _generate(tiny: tinymodels.TinyModel, model: torch.nn.Module, inputs_on: str) -> torch.Tensor:
+    x = callpaths.to_device(tinymodels.inputs(tiny, Prompt(kind="text")), inputs_on)
+    return callpaths.call("generate-greedy", model, x, Shape(max_new_tokens=NEW_TOKENS))
+
+
+def _site(e: BaseException) -> str:
+    """The innermost transformers line of a device error."""
+    import transformers
+
+    root = os.path.dirname(os.path.abspath(transformers.__file__))
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if os.path.abspath(f.filename).startswith(root)]
+    return (frames[-1].line or "").strip() if frames else "<outside transformers>"
+
+
+def _place(case: Case, order: str | None, loaded: bool) -> tuple[torch.nn.Module, hf.Hotfix]:
+    """Vision tower on cuda:0 (the root's execution device), language model and lm_head on cuda:1."""
+    device_map = layouts.towers_apart(case.tiny.model)
+    if loaded:
+        return orders.place(order, device_map, checkpoint=case.checkpoint)
+    return orders.place(order, device_map, model=copy.deepcopy(case.tiny.model))
+
+
+@pytest.mark.parametrize("inputs_on", ["cpu", "cuda:1"])  # anywhere but the first module's device
+@pytest.mark.parametrize("order", orders.ORDERS)
+def test_split_model_red_without_green_with_the_hotfix_in_every_order(
+    order: str, inputs_on: str, qwen2_vl: Case
+) -> None:
+    loaded = order in orders.LOADED
+    hazardous = any(hf.is_hazardous(type(m)) for m in qwen2_vl.tiny.model.modules())
+    with devices.simulate(n=2):
+        model, _ = _place(qwen2_vl, None, loaded)
+        if hazardous:
+            with pytest.raises(RuntimeError, match=DEVICE_ERROR) as red:
+                _generate(qwen2_vl.tiny, model, inputs_on)
+            assert "cache_position[0] + self.rope_deltas" in _site(red.value)
+        else:
+            assert _generate(qwen2_vl.tiny, model, inputs_on).equal(qwen2_vl.reference)
+        model, fix = _place(qwen2_vl, order, loaded)
+        try:
+            assert fix.active == hazardous  # a no-op where the release is safe
+            assert _generate(qwen2_vl.tiny, model, inputs_on).equal(qwen2_vl.reference)
+        finally:
+            fix.remove()
+        if hazardous:  # remove() restores the original behaviour, in this order too
+            with pytest.raises(RuntimeError, match=DEVICE_ERROR) as again:
+                _generate(qwen2_vl.tiny, model, inputs_on)
+            assert _site(again.value) == _site(red.value)
+
+
+SPLIT_FAILS = ("4.49.0", "4.50.3", "4.51.3", "4.52.4")  # the towers-apart split fails at the rope-deltas line
+
+
 @pytest.mark.network
 @pytest.mark.slow
-@pytest.mark.parametrize("version", ["4.49.0", "4.57.6", "5.1.0", "5.3.0"])  # quick matrix affected + 4.57
+@pytest.mark.parametrize("version", [*SPLIT_FAILS, "4.57.6", "5.1.0", "5.3.0"])  # + the quick matrix's releases
 def test_real_release_red_without_green_with(version: str, shared_store: Store) -> None:
-    """Affected (the engine's scan says so): red without, green with. Safe: the hotfix changes nothing."""
+    """Affected (the engine's scan says so): red without, green with, in every order. Safe: nothing changes."""
     py = release_python(shared_store, version)
     probe = Path(__file__).with_name("hotfix_probe.py")
     cmd = [py, "-W", "ignore", probe, "qwen2_vl"]
-    done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["version"] == version
     assert result["hazardous"] == result["scan_affected"]  # the hotfix guards exactly what the engine would fix
+    placed = result["placed"]
+    for order in orders.ORDERS:  # tokens identical to the unsplit model's, whatever the order
+        assert placed[order] == "green", (order, placed)
     if result["hazardous"]:
         assert result["none"].startswith("red") and "rope_deltas" in result["none"]
         assert result["instance"] == "green" and result["class"] == "green"
@@ -122,6 +346,12 @@ def test_real_release_red_without_green_with(version: str, shared_store: Store) 
     else:
         assert result["patched"] == []
         assert result["instance"] == result["none"] == result["class"]
+    if version in SPLIT_FAILS:  # a layout users make: red unpatched however it was placed, red again once removed
+        assert placed["unpatched-dispatch"].startswith("red") and "rope_deltas" in placed["unpatched-dispatch"]
+        assert placed["unpatched-load"] == placed["unpatched-dispatch"]
+        assert all(placed[f"{order}-removed"] == placed["unpatched-dispatch"] for order in orders.ORDERS), placed
+    else:
+        assert placed["unpatched-dispatch"] == placed["unpatched-load"] == "green"
 
 
 class KwargsModel(torch.nn.Module):

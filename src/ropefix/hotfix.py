@@ -1,9 +1,22 @@
 """The runtime fix, for installs whose files must not change.
 
-``hotfix(model)`` registers forward pre-hooks (and wraps ``prepare_inputs_for_generation``) so that
-the stored ``rope_deltas`` sit on ``cache_position``'s device before the code adds the two: the
-same thing the file fix does, done at call time. ``hotfix_class(cls)`` does it for every instance
-of the hazardous classes in ``cls``'s modeling module, by wrapping their methods.
+``hotfix(model)`` guards the ``forward`` (and ``prepare_inputs_for_generation``) of every module
+whose code adds ``cache_position[0]`` to stored deltas, so that the stored ``rope_deltas`` sit on
+``cache_position``'s device when the code adds the two: what the file fix does, done at call time.
+``hotfix_class(cls)`` does it for every instance of the hazardous classes in ``cls``'s module.
+
+Where the guard sits is the point. accelerate's hooks replace ``module.forward`` by a wrapper that
+moves the arguments to the module's execution device and then calls ``module._old_forward``; a
+forward pre-hook runs before that move and aligns the deltas to where ``cache_position`` *was*.
+So the guard wraps the innermost forward, the one that runs after every move:
+
+- a module accelerate already dispatched: its ``_old_forward``;
+- a module not (yet) dispatched: an instance-level ``forward``, which a later ``dispatch_model`` or
+  ``from_pretrained(device_map=...)`` captures as ``_old_forward`` in its turn;
+- ``hotfix_class``: the class's own methods, which accelerate captures (bound) when it dispatches.
+
+``remove()`` puts the originals back wherever it finds its guards; a guard something else still
+holds (accelerate captured a class guard in an instance's ``_old_forward``) becomes a pass-through.
 
 A class is hazardous when its source (or an ancestor's) adds ``cache_position[0]`` to stored
 deltas; releases that compute positions from the cache length instead (5.x) are left alone, so
@@ -24,8 +37,16 @@ from typing import Any
 # Addition of the prefill deltas to the decoding position (attribute, model.attribute or argument).
 HAZARD = re.compile(r"cache_position\[0\]\s*\+\s*(?:self\.)?(?:\w+\.)*rope_deltas\b")
 WRAPPED = ("forward", "prepare_inputs_for_generation")
-MARK = "__ropefix_hotfix__"
+SWITCH = "__ropefix_switch__"  # on a guard: the _Switch that turns it into a pass-through
 HOLDERS = "__ropefix_holders__"
+HOOKED = "_old_forward"  # where accelerate keeps the forward its hook calls after moving the inputs
+
+
+@dataclass
+class _Switch:
+    """Shared by the guards of one hotfix; off once it is removed."""
+
+    on: bool = True
 
 
 @dataclass
@@ -34,12 +55,14 @@ class Hotfix:
 
     patched: list[str] = field(default_factory=list)  # module paths or class names that got a guard
     _undo: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    _switch: _Switch = field(default_factory=_Switch, repr=False)
 
     @property
     def active(self) -> bool:
         return bool(self.patched)
 
     def remove(self) -> None:
+        self._switch.on = False  # guards still held elsewhere pass calls through from now on
         for undo in reversed(self._undo):
             undo()
         self._undo.clear()
@@ -88,70 +111,117 @@ def _holders(root: Any) -> list[Any]:
     return found
 
 
+class Guard:
+    """Stands in for one instance's method: aligns the deltas, then calls the method it replaced.
+
+    An object rather than a closure so that ``copy.deepcopy(model)`` rebinds it to the copy
+    (a function is copied by reference and would keep calling the original model). Its own fields
+    are slots: accelerate copies a wrapped forward's ``__dict__`` onto its wrapper, and they stay out.
+    """
+
+    __slots__ = ("inner", "root", SWITCH, "__dict__")
+
+    def __init__(self, inner: Callable[..., Any], root: Any, switch: _Switch) -> None:
+        functools.update_wrapper(self, inner)  # name, doc and __wrapped__: inspect.signature sees the original
+        self.inner = inner
+        self.root = root
+        self.__ropefix_switch__ = switch
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.__ropefix_switch__.on:
+            kwargs = align(self.root, kwargs)
+        return self.inner(*args, **kwargs)
+
+
 def hotfix(model: Any) -> Hotfix:
-    """Guard one model instance; returns a handle whose ``remove()`` takes the guards off again."""
+    """Guard one model instance; returns a handle whose ``remove()`` takes the guards off again.
+
+    Safe in any order with accelerate: before ``dispatch_model``, after it, or on a model that
+    ``from_pretrained(..., device_map=...)`` loaded. Calling it again adds nothing.
+    """
     fix = Hotfix()
     for name, module in model.named_modules():
-        if not is_hazardous(type(module)) or getattr(module, MARK, False):
+        if not is_hazardous(type(module)) or _is_guarded(_innermost_forward(module)):
             continue
-
-        def pre_hook(mod: Any, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
-            return args, align(mod, kwargs)
-
-        handle = module.register_forward_pre_hook(pre_hook, with_kwargs=True)
-        fix._undo.append(handle.remove)
-        original = module.__dict__.get("prepare_inputs_for_generation")
-        if hasattr(module, "prepare_inputs_for_generation"):
-            module.prepare_inputs_for_generation = _guarded(type(module).prepare_inputs_for_generation, module)
-            fix._undo.append(functools.partial(_restore_instance, module, original))
-        object.__setattr__(module, MARK, True)
-        fix._undo.append(functools.partial(_unmark, module))
+        fix._undo.append(_guard_instance(module, _forward_slot(module), fix._switch))
+        if hasattr(module, "prepare_inputs_for_generation"):  # generate never goes through accelerate's hooks
+            fix._undo.append(_guard_instance(module, "prepare_inputs_for_generation", fix._switch))
+        fix._undo.append(functools.partial(_forget_holders, module))
         fix.patched.append(name or type(module).__name__)
     return fix
 
 
 def hotfix_class(cls: type) -> Hotfix:
-    """Guard every hazardous class in ``cls``'s module (all their instances, present and future)."""
+    """Guard every hazardous class in ``cls``'s module (all their instances, present and future).
+
+    Apply it before the model is loaded or dispatched: accelerate captures the (guarded) method
+    when it dispatches. A model dispatched before this call keeps the method it captured; guard
+    that one with ``hotfix(model)``.
+    """
     module = sys.modules[cls.__module__]
     candidates = {cls, *(v for v in vars(module).values() if isinstance(v, type) and v.__module__ == module.__name__)}
     fix = Hotfix()
     for klass in sorted(candidates, key=lambda k: k.__qualname__):
-        if not is_hazardous(klass) or klass.__dict__.get(MARK):
+        if not is_hazardous(klass) or _is_guarded(klass.__dict__.get("forward")):
             continue
         for method in WRAPPED:
             if not hasattr(klass, method):
                 continue
             had_own = method in klass.__dict__
             original = getattr(klass, method)
-            setattr(klass, method, _guarded_method(original))
+            setattr(klass, method, _guarded_method(original, fix._switch))
             fix._undo.append(functools.partial(_restore_class, klass, method, original if had_own else None))
-        setattr(klass, MARK, True)
-        fix._undo.append(functools.partial(delattr, klass, MARK))
         fix.patched.append(klass.__qualname__)
     return fix
 
 
-def _guarded(method: Callable[..., Any], instance: Any) -> Callable[..., Any]:
-    @functools.wraps(method)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        return method(instance, *args, **align(instance, kwargs))
-
-    return call
+def _forward_slot(module: Any) -> str:
+    """Where the forward that runs after every device move is kept on this instance."""
+    return HOOKED if HOOKED in module.__dict__ and hasattr(module, "_hf_hook") else "forward"
 
 
-def _guarded_method(method: Callable[..., Any]) -> Callable[..., Any]:
+def _innermost_forward(module: Any) -> Any:
+    return getattr(module, _forward_slot(module), None)
+
+
+def _is_guarded(method: Any) -> bool:
+    """Whether ``method`` is a live guard (a bound method reads the attribute of its function)."""
+    switch = getattr(method, SWITCH, None)
+    return isinstance(switch, _Switch) and switch.on
+
+
+def _guard_instance(module: Any, slot: str, switch: _Switch) -> Callable[[], None]:
+    """Put a guard in ``module.<slot>``; returns the undo."""
+    had_own = slot in module.__dict__
+    guard = Guard(getattr(module, slot), module, switch)
+    module.__dict__[slot] = guard  # plain attribute: nn.Module keeps functions in __dict__ too
+    return functools.partial(_unguard_instance, module, guard, had_own)
+
+
+def _unguard_instance(module: Any, guard: Guard, had_own: bool) -> None:
+    """Put back what ``guard`` replaced, in whichever slot it sits now.
+
+    accelerate moves an instance-level forward around: ``dispatch_model`` captures it as
+    ``_old_forward``, ``remove_hook_from_module`` puts ``_old_forward`` back as ``forward``.
+    """
+    for slot in ("forward", HOOKED, "prepare_inputs_for_generation"):
+        if module.__dict__.get(slot) is not guard:
+            continue  # not here, or replaced by someone else since: the switch makes it a pass-through
+        if slot == HOOKED or had_own:
+            module.__dict__[slot] = guard.inner
+        else:  # the class's method showed through before the guard: let it show through again
+            del module.__dict__[slot]
+
+
+def _guarded_method(method: Callable[..., Any], switch: _Switch) -> Callable[..., Any]:
     @functools.wraps(method)
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return method(self, *args, **align(self, kwargs))
+        if switch.on:
+            kwargs = align(self, kwargs)
+        return method(self, *args, **kwargs)
 
+    setattr(call, SWITCH, switch)
     return call
-
-
-def _restore_instance(module: Any, original: Any) -> None:
-    if original is None:
-        module.__dict__.pop("prepare_inputs_for_generation", None)
-    else:
-        module.prepare_inputs_for_generation = original
 
 
 def _restore_class(klass: type, method: str, original: Any) -> None:
@@ -161,8 +231,7 @@ def _restore_class(klass: type, method: str, original: Any) -> None:
         setattr(klass, method, original)
 
 
-def _unmark(module: Any) -> None:
-    module.__dict__.pop(MARK, None)
+def _forget_holders(module: Any) -> None:
     module.__dict__.pop(HOLDERS, None)
 
 
