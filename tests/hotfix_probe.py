@@ -3,9 +3,10 @@
 Two parts. ``decode_step``: the state a split model reaches (deltas stored on one accelerator at
 prefill, the decode step's ``cache_position`` on another) is produced on a tiny model by hand, then a
 decode step and a ``generate`` run: without the hotfix, with ``hotfix(model)``, with ``hotfix_class``.
-``placed``: the model really split by accelerate (vision tower on cuda:0, the rest on cuda:1, inputs on
-the CPU), unpatched and in each order of ``ropefix.prove.hotfix_orders``; every run's tokens are
-compared with the unsplit model's. Prints one JSON object.
+``placed``: the model really split (vision tower on cuda:0, the rest on cuda:1, inputs on the CPU) by
+``dispatch_model`` and by ``from_pretrained(device_map=...)``, unpatched and in each order of
+``ropefix.prove.hotfix_orders``; every run's tokens are compared with the unsplit model's. Prints one
+JSON object.
 """
 
 from __future__ import annotations
@@ -16,9 +17,7 @@ import inspect
 import json
 import re
 import sys
-import tempfile
 import traceback
-from pathlib import Path
 
 import torch
 
@@ -90,24 +89,22 @@ def _red(e: RuntimeError) -> str:
 
 
 def placed(fam: str, inputs_on: str = "cpu") -> dict[str, str]:
-    """generate on the split model, unpatched and in every order: green (reference tokens), mismatch or red."""
+    """generate on the split model per loader, unpatched and in every order: green (the unsplit model's
+    tokens), mismatch or red; keys ``LOADER/unpatched``, ``LOADER/ORDER`` and ``LOADER/ORDER-removed``."""
     tiny = tinymodels.build(fam)
     x = tinymodels.inputs(tiny, Prompt(kind="text"))
     with devices.simulate(n=1):
         reference = _generate(copy.deepcopy(tiny.model).to("cuda:0"), x, "cuda:0")
-    device_map = layouts.towers_apart(tiny.model)
-    checkpoint = orders.save(tiny.model, Path(tempfile.mkdtemp(prefix="ropefix-probe-")))
-    arms = [("unpatched-dispatch", None, False), ("unpatched-load", None, True)]
-    arms += [(order, order, order in orders.LOADED) for order in orders.ORDERS]
     out = {}
     with devices.simulate(n=2):
-        for name, order, loaded in arms:
-            model = None if loaded else copy.deepcopy(tiny.model)
-            model, fix = orders.place(order, device_map, model=model, checkpoint=checkpoint)
-            out[name] = _judge(model, x, inputs_on, reference)
-            fix.remove()
-            if order is not None:  # remove() must give the original behaviour back
-                out[f"{name}-removed"] = _judge(model, x, inputs_on, reference)
+        for loader, applicable in orders.BY_LOADER.items():
+            layout = layouts.Layout("vision-apart", layouts.towers_apart(tiny.model), inputs_on, loader=loader)
+            out[f"{loader}/unpatched"] = _judge(layouts.place(tiny, layout), x, inputs_on, reference)
+            for order in applicable:
+                model, fix = orders.place(order, tiny, layout)
+                out[f"{loader}/{order}"] = _judge(model, x, inputs_on, reference)
+                fix.remove()  # must give the original behaviour back
+                out[f"{loader}/{order}-removed"] = _judge(model, x, inputs_on, reference)
     return out
 
 

@@ -226,13 +226,13 @@ def test_guarded_forward_keeps_its_signature() -> None:
     fix.remove()
 
 
-def test_place_refuses_an_order_it_cannot_run() -> None:
-    with pytest.raises(RopefixError, match="Unknown hotfix order 'sideways'"):
-        orders.place("sideways", SPLIT, model=SplitHazard())
-    with pytest.raises(RopefixError, match="pass checkpoint="):
-        orders.place("after-load", SPLIT, model=SplitHazard())
-    with pytest.raises(RopefixError, match="pass model="):
-        orders.place("after-dispatch", SPLIT)
+def test_place_refuses_an_order_the_layout_cannot_take() -> None:
+    dispatched = layouts.Layout("vision-apart", SPLIT, "cpu", loader="dispatch")
+    assert orders.orders_for(dispatched) == ("before-dispatch", "after-dispatch", "class-before-load")
+    with pytest.raises(RopefixError, match="'after-load' does not apply to a layout loaded with 'dispatch'"):
+        orders.place("after-load", SplitHazard(), dispatched)
+    with pytest.raises(RopefixError, match="'sideways' does not apply"):
+        orders.place("sideways", SplitHazard(), dispatched)
 
 
 def test_hotfix_twice_adds_nothing_and_a_copy_guards_itself() -> None:
@@ -258,17 +258,15 @@ NEW_TOKENS = 3
 @dataclass(frozen=True)
 class Case:
     tiny: tinymodels.TinyModel
-    checkpoint: orders.Checkpoint
     reference: torch.Tensor  # generate's tokens on one simulated device: what every split run must give
 
 
 @pytest.fixture(scope="module")
-def qwen2_vl(tmp_path_factory: pytest.TempPathFactory) -> Case:
+def qwen2_vl() -> Case:
     tiny = tinymodels.build(FAMILY)
-    checkpoint = orders.save(tiny.model, tmp_path_factory.mktemp(FAMILY))
     with devices.simulate(n=1):
         reference = _generate(tiny, copy.deepcopy(tiny.model).to("cuda:0"), "cuda:0")
-    return Case(tiny, checkpoint, reference)
+    return Case(tiny, reference)
 
 
 def _generate(tiny: tinymodels.TinyModel, model: torch.nn.Module, inputs_on: str) -> torch.Tensor:
@@ -285,12 +283,7 @@ def _site(e: BaseException) -> str:
     return (frames[-1].line or "").strip() if frames else "<outside transformers>"
 
 
-def _place(case: Case, order: str | None, loaded: bool) -> tuple[torch.nn.Module, hf.Hotfix]:
-    """Vision tower on cuda:0 (the root's execution device), language model and lm_head on cuda:1."""
-    device_map = layouts.towers_apart(case.tiny.model)
-    if loaded:
-        return orders.place(order, device_map, checkpoint=case.checkpoint)
-    return orders.place(order, device_map, model=copy.deepcopy(case.tiny.model))
+LOADER = {"before-dispatch": "dispatch", "after-dispatch": "dispatch", "after-load": "from_pretrained"}
 
 
 @pytest.mark.parametrize("inputs_on", ["cpu", "cuda:1"])  # anywhere but the first module's device
@@ -298,17 +291,19 @@ def _place(case: Case, order: str | None, loaded: bool) -> tuple[torch.nn.Module
 def test_split_model_red_without_green_with_the_hotfix_in_every_order(
     order: str, inputs_on: str, qwen2_vl: Case
 ) -> None:
-    loaded = order in orders.LOADED
+    """Vision tower on cuda:0 (the root's execution device), language model and lm_head on cuda:1."""
+    loader = LOADER.get(order, "from_pretrained")  # hotfix_class before from_pretrained(device_map=...)
+    layout = layouts.Layout("vision-apart", layouts.towers_apart(qwen2_vl.tiny.model), inputs_on, loader=loader)
     hazardous = any(hf.is_hazardous(type(m)) for m in qwen2_vl.tiny.model.modules())
     with devices.simulate(n=2):
-        model, _ = _place(qwen2_vl, None, loaded)
+        model = layouts.place(qwen2_vl.tiny, layout)
         if hazardous:
             with pytest.raises(RuntimeError, match=DEVICE_ERROR) as red:
                 _generate(qwen2_vl.tiny, model, inputs_on)
             assert "cache_position[0] + self.rope_deltas" in _site(red.value)
         else:
             assert _generate(qwen2_vl.tiny, model, inputs_on).equal(qwen2_vl.reference)
-        model, fix = _place(qwen2_vl, order, loaded)
+        model, fix = orders.place(order, qwen2_vl.tiny, layout)
         try:
             assert fix.active == hazardous  # a no-op where the release is safe
             assert _generate(qwen2_vl.tiny, model, inputs_on).equal(qwen2_vl.reference)
@@ -337,8 +332,8 @@ def test_real_release_red_without_green_with(version: str, shared_store: Store) 
     assert result["version"] == version
     assert result["hazardous"] == result["scan_affected"]  # the hotfix guards exactly what the engine would fix
     placed = result["placed"]
-    for order in orders.ORDERS:  # tokens identical to the unsplit model's, whatever the order
-        assert placed[order] == "green", (order, placed)
+    for loader, applicable in orders.BY_LOADER.items():  # tokens identical to the unsplit model's, every order
+        assert all(placed[f"{loader}/{order}"] == "green" for order in applicable), placed
     if result["hazardous"]:
         assert result["none"].startswith("red") and "rope_deltas" in result["none"]
         assert result["instance"] == "green" and result["class"] == "green"
@@ -346,12 +341,13 @@ def test_real_release_red_without_green_with(version: str, shared_store: Store) 
     else:
         assert result["patched"] == []
         assert result["instance"] == result["none"] == result["class"]
-    if version in SPLIT_FAILS:  # a layout users make: red unpatched however it was placed, red again once removed
-        assert placed["unpatched-dispatch"].startswith("red") and "rope_deltas" in placed["unpatched-dispatch"]
-        assert placed["unpatched-load"] == placed["unpatched-dispatch"]
-        assert all(placed[f"{order}-removed"] == placed["unpatched-dispatch"] for order in orders.ORDERS), placed
-    else:
-        assert placed["unpatched-dispatch"] == placed["unpatched-load"] == "green"
+    for loader, applicable in orders.BY_LOADER.items():
+        unpatched = placed[f"{loader}/unpatched"]
+        if version in SPLIT_FAILS:  # a layout users make: red unpatched, and red again once the hotfix is removed
+            assert unpatched.startswith("red") and "rope_deltas" in unpatched
+            assert all(placed[f"{loader}/{order}-removed"] == unpatched for order in applicable), placed
+        else:
+            assert unpatched == "green"
 
 
 class KwargsModel(torch.nn.Module):

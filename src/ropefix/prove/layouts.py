@@ -35,7 +35,7 @@ import copy
 import math
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -576,10 +576,12 @@ def checkpoint(model: Any) -> Path:
     return folder
 
 
-def place(tiny: Any, layout: Layout) -> Any:
+def place(tiny: Any, layout: Layout, before_dispatch: Callable[[Any], Any] | None = None) -> Any:
     """A fresh model placed as ``layout`` says (``tiny``: a ``TinyModel`` or a model), no state kept from
     earlier calls. Call it inside ``ropefix.devices.simulate(layout.n_devices)``; move the inputs with
-    ``.to(layout.input_device)`` (or leave them on the CPU when it says ``cpu``).
+    ``.to(layout.input_device)`` (or leave them on the CPU when it says ``cpu``). ``before_dispatch``
+    (dispatch loader only) gets the fresh copy before ``dispatch_model`` does: the hotfix's
+    ``before-dispatch`` order (``ropefix.prove.hotfix_orders``).
 
     Raises ``NotPlaceable`` when accelerate or transformers refuses the layout, or when the model's
     tensors do not land where the layout says (the report would lie).
@@ -602,7 +604,7 @@ def place(tiny: Any, layout: Layout) -> Any:
         if layout.loader == "from_pretrained":
             model = _from_pretrained(base, layout.strategy or dict(layout.device_map), layout.max_memory)
         elif layout.loader == "dispatch":
-            model = _dispatched(base, layout)
+            model = _dispatched(base, layout, before_dispatch)
         else:
             raise ValueError(f"unknown loader {layout.loader!r}; one of {', '.join(LOADERS)}")
     except Exception as e:
@@ -614,13 +616,15 @@ def place(tiny: Any, layout: Layout) -> Any:
     return model
 
 
-def _dispatched(base: Any, layout: Layout) -> Any:
+def _dispatched(base: Any, layout: Layout, before: Callable[[Any], Any] | None = None) -> Any:
     from accelerate import dispatch_model
 
     from ropefix.prove import tinymodels
 
     model = copy.deepcopy(base)
     tinymodels.reset_state(model)
+    if before is not None:
+        before(model)
     dmap = dict(layout.device_map)
     if layout.strategy is not None:  # what the user runs: accelerate computes the map on this machine
         dmap = accelerate_map(model, layout.strategy, layout.max_memory, no_split_modules(model))
