@@ -118,9 +118,9 @@ def test_red_unpatched_green_patched(model: str) -> None:
     # rule's fix let the run get that far (an image prompt fails in get_rope_index first)
     assert v.pattern_present and v.reproduced and "rope-deltas" not in v.proof.tree
     assert v.proof.site.startswith(f"transformers/models/{model}/modeling_{model}.py:")
-    line = int(v.proof.site.rsplit(":", 1)[1])
+    line = int(v.proof.site.rsplit(":", 1)[1])  # read against the release as published, whatever tree it failed on
     source = (_installed() / "models" / model / f"modeling_{model}.py").read_text().splitlines()
-    assert "rope_deltas" in source[line - 1]
+    assert "rope_deltas" in source[line - 1] and source[line - 1].strip() == v.proof.failure.code
     assert len(set(v.proof.failure.example.layout["device_map"].values())) > 1
     # green: the proof's layout passes on the patched copy with results identical to the reference, no
     # example fails at that hazard, no working path broke; judged on decoding paths

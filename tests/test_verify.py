@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -224,3 +225,16 @@ def test_top_level_help_speaks_to_users_not_developers(capsys: pytest.CaptureFix
     out = capsys.readouterr().out
     assert "Find, fix, prove and ship" in out and "ropefix run" in out
     assert "reads argv" not in out
+
+
+def test_a_proof_found_on_a_patched_copy_reads_against_the_published_file(tmp_path: Path) -> None:
+    pkg = tmp_path / "transformers"
+    (pkg / "models" / "qwen2_vl").mkdir(parents=True)
+    code = "delta = cache_position[0] + self.rope_deltas"
+    (pkg / "models" / "qwen2_vl" / "modeling_qwen2_vl.py").write_text("a = 1\n" * 9 + f"        {code}\n")
+    r = _run([(RD, "models/qwen2_vl/modeling_qwen2_vl.py:12")])  # two lines lower in the patched copy
+    r.failures = [replace(r.failures[0], code=code)]
+    (proof,) = verify._proofs(r, _static(), verify.rule_of_hazard(), "patched with causal-mask", pkg).values()
+    assert proof.failure.site == "models/qwen2_vl/modeling_qwen2_vl.py:10" and proof.tree_words() == (
+        "once causal-mask was applied"
+    )

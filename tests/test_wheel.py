@@ -325,6 +325,11 @@ def _venv(where: Path) -> Path:
     )
 
 
+def _clean_env() -> dict[str, str]:
+    """This process's environment without PYTHONPATH (a test run may point it at the kit's sources)."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
 def _pip(env: Path, *args: str) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "pip", "--python", env / "bin" / "python", *args],
@@ -400,7 +405,13 @@ def test_the_4_49_0_wheel_installs_with_pip_and_turns_the_proofs_green(
         check=True,
     ).stdout.strip()
     assert imported == version
-    assert "No broken requirements found" in _pip(env, "check")
+    # pip's own check, run by the venv's interpreter: `pip --python` would put the outer environment's
+    # site-packages (where that pip lives) on the path and judge its distributions too
+    subprocess.run([env / "bin" / "python", "-m", "ensurepip", "--default-pip"], check=True, capture_output=True)
+    checked = subprocess.run(
+        [env / "bin" / "python", "-m", "pip", "check"], check=False, capture_output=True, text=True, env=_clean_env()
+    )
+    assert "No broken requirements found" in checked.stdout, checked.stdout + checked.stderr
     release, green = _replay(env, kit, replay)
     # None: no device error, and the placed run's tokens and logits equal the unsplit CPU reference bit for bit
     assert release == version and green == [None] * len(proofs)

@@ -20,14 +20,14 @@ import re
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ropefix import __version__, proc, ui
 from ropefix.errors import RopefixError
 from ropefix.prove.suite import PROFILES, SuiteResult
-from ropefix.prove.verdict import FamilyReport, Finding, Proof, Report, State, Verdict, worst
+from ropefix.prove.verdict import Failure, FamilyReport, Finding, Proof, Report, State, Verdict, worst
 
 # ``ropefix run``'s default families: the two the bug was reported against
 DEFAULT_MODELS = ("qwen2_vl", "qwen2_5_vl")
@@ -171,14 +171,29 @@ def rule_of_hazard() -> dict[str, str]:
 # ---------------------------------------------------------------- turning runs into verdicts
 
 
-def _proofs(result: SuiteResult, static: Static, owner: dict[str, str], tree: str) -> dict[str, Proof]:
-    """Per rule, the first failure of its hazard on this run."""
+def _proofs(
+    result: SuiteResult, static: Static, owner: dict[str, str], tree: str, original: Path | None = None
+) -> dict[str, Proof]:
+    """Per rule, the first failure of its hazard on this run. A failure on a patched copy gets the line of
+    the same code in the ``original`` package, so every proof's site reads against the release as published."""
     found: dict[str, Proof] = {}
     for f in result.failures:
         rule = owner.get(f.hazard)
         if rule and rule not in found:
-            found[rule] = Proof(f, tree)
+            found[rule] = Proof(_at_original(f, original) if original else f, tree)
     return found
+
+
+def _at_original(f: Failure, pkg: Path) -> Failure:
+    file, _, line = f.site.rpartition(":")
+    try:
+        lines = (pkg / file).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return f
+    same = [i + 1 for i, text in enumerate(lines) if text.strip() == f.code]
+    if len(same) != 1 or str(same[0]) == line:
+        return f  # not found once: keep the patched copy's line (the proof's tree says which)
+    return replace(f, site=f"{file}:{same[0]}")
 
 
 def judge(
@@ -355,7 +370,7 @@ def verify(
         for f, r in after.items():
             if not isinstance(r, SuiteResult):
                 continue
-            for rule, proof in _proofs(r, facts[f], owner, "patched with " + ", ".join(plan[f])).items():
+            for rule, proof in _proofs(r, facts[f], owner, "patched with " + ", ".join(plan[f]), pkg).items():
                 if rule not in proofs[f] and facts[f].affected.get(rule):
                     proofs[f][rule] = proof  # an earlier fix uncovered it: it proves its own rule next round
                     uncovered = True
