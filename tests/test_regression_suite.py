@@ -129,6 +129,8 @@ def test_red_unpatched_green_patched(model: str) -> None:
     assert fam.broken_paths == () and v.decode_judged > 0
     assert not [x for x in fam.findings if x.tree == "patched" and x.hazard == "rope-deltas"]
     assert fam.state is State.REPRODUCED_FIXED and fam.examples_run > 0
+    # the third arm: the layouts that failed at the rope-deltas line pass with ropefix.hotfix in every order
+    assert fam.hotfix_holds is True, [(h.order, h.failure) for h in fam.hotfix]
 
 
 # ---------------------------------------------------------------- the naive one-liner

@@ -238,3 +238,36 @@ def test_a_proof_found_on_a_patched_copy_reads_against_the_published_file(tmp_pa
     assert proof.failure.site == "models/qwen2_vl/modeling_qwen2_vl.py:10" and proof.tree_words() == (
         "once causal-mask was applied"
     )
+
+
+def _hotfix_run(active: bool, fails: bool) -> SuiteResult:
+    from dataclasses import asdict
+
+    r = _run([(RD, SITE_RD)])
+    ex = r.failures[0].example
+    bad = failure(RD, SITE_RD) if fails else None
+    r.hotfix = [
+        {"order": o, "active": active, "example": asdict(ex), "failure": bad}
+        for o in ("before-dispatch", "after-dispatch")
+    ]
+    return r
+
+
+def test_the_hotfix_arm_holding_is_recorded_and_keeps_the_verdict() -> None:
+    fam = _judge(_static(rope_deltas=("f.py:1",)), _hotfix_run(True, False), _run(), applied=(RD,))
+    assert fam.hotfix_holds is True and "holds: 2 run(s)" in render.hotfix_words(fam)
+    assert fam.state is not State.FIX_FAILED
+
+
+def test_a_hotfix_that_does_not_hold_fails_the_family() -> None:
+    fam = _judge(_static(rope_deltas=("f.py:1",)), _hotfix_run(True, True), _run(), applied=(RD,))
+    assert fam.hotfix_holds is False and fam.state is State.FIX_FAILED
+    assert "ropefix.hotfix does not hold (before-dispatch)" in fam.reason
+    assert "does NOT hold" in render.text(Report("4.49.0", "2.13.0", "0", "ci", (fam,)))
+
+
+def test_a_hotfix_that_claims_nothing_is_a_note_not_a_failure() -> None:
+    fam = _judge(_static(rope_deltas=("f.py:1",)), _hotfix_run(False, True), _run(), applied=(RD,))
+    assert fam.hotfix_holds is None and any("no-op" in n for n in fam.notes)
+    back = Report.from_json(json.loads(json.dumps(Report("4.49.0", "2.13.0", "0", "ci", (fam,)).to_json())))
+    assert back.families[0].hotfix == fam.hotfix

@@ -98,6 +98,13 @@ def text(r: Report) -> str:
             lines.append(f"  finding ({tag}{x.tree}): {x.hazard} at {x.site}")
             lines.append(f"    {x.failure.code}")
             lines.append(f"    shrunk example: {x.failure.example.describe()}")
+        if f.hotfix:
+            lines.append(f"  hotfix arm: {hotfix_words(f)}")
+            lines += [
+                f"    {h.order}: fails at transformers/{h.failure.site} ({h.failure.hazard}): {h.example.describe()}"
+                for h in f.hotfix
+                if h.active and h.failure is not None
+            ]
         for b in f.broken_paths:
             lines.append(f"  BROKEN by the patch (worked before): {b}")
         if f.not_compared:
@@ -150,6 +157,21 @@ def findings_table(reports: list[Report]) -> str:
                     f"{_md(first.example.describe())} |"
                 )
     return "\n".join(rows) + "\n"
+
+
+def hotfix_words(f: FamilyReport) -> str:
+    """What the hotfix arm found for a family, in one phrase."""
+    claimed = [h for h in f.hotfix if h.active]
+    if not f.hotfix:
+        return "not exercised (no rope-deltas failure)"
+    if not claimed:
+        return f"{len(f.hotfix)} run(s); the hotfix is a no-op in this release (the file fix covers it)"
+    bad = [h for h in claimed if h.failure is not None]
+    layouts = len({h.example.layout.get("call") or str(h.example.layout) for h in claimed})
+    orders = ", ".join(sorted({h.order for h in claimed}))
+    if bad:
+        return f"does NOT hold: {len(bad)} of {len(claimed)} run(s) fail ({layouts} failing layout(s); {orders})"
+    return f"holds: {len(claimed)} run(s) over {layouts} failing layout(s), tokens identical ({orders})"
 
 
 def finding_words(x: Finding) -> str:

@@ -48,6 +48,9 @@ DEVICE_ERRORS = (
 PROFILES = {"ci": 25, "dev": 60, "deep": 1000}
 MAX_ROUNDS = 6  # searches after which remaining new sites are left for a deeper profile
 # call paths that decode with cache_position: where stored deltas and the causal mask meet it
+HOTFIX_SAMPLES = (
+    6  # distinct rope-deltas failures met during a search that the hotfix arm re-runs, besides shrunk ones
+)
 DECODING = frozenset({"generate-greedy", "generate-beams", "decode-loop", "forward-after-generate", "embeds-generate"})
 
 
@@ -64,6 +67,7 @@ class SuiteResult:
     not_compared: dict[str, str] = field(default_factory=dict)  # "path/kind" -> why the reference failed
     notes: list[str] = field(default_factory=list)
     replays: list[dict[str, Any]] = field(default_factory=list)  # {"example": ..., "failure": ... | None}
+    hotfix: list[dict[str, Any]] = field(default_factory=list)  # {"order", "active", "example", "failure"}
     duration_s: float = 0.0
 
     @property
@@ -80,7 +84,11 @@ class SuiteResult:
             {"example": r["example"], "failure": Failure.from_json(r["failure"]) if r.get("failure") else None}
             for r in d.get("replays", [])
         ]
-        return SuiteResult(**{**d, "failures": fails, "replays": replays})
+        hotfix = [
+            {**h, "failure": Failure.from_json(h["failure"]) if h.get("failure") else None}
+            for h in d.get("hotfix", [])
+        ]
+        return SuiteResult(**{**d, "failures": fails, "replays": replays, "hotfix": hotfix})
 
 
 # ---------------------------------------------------------------- classification
@@ -148,7 +156,7 @@ def same(a: Any, b: Any, mask: Any = None) -> bool:
 class Runner:
     """Runs examples for one model; caches references; counts what was compared."""
 
-    def __init__(self, model: str, seed: int = 0) -> None:
+    def __init__(self, model: str, seed: int = 0, hotfix_arm: bool = False) -> None:
         self.tiny = tinymodels.build(model, seed)
         self.info = layouts.model_info(self.tiny)
         self.units = self.info.units
@@ -158,6 +166,9 @@ class Runner:
         self.not_compared: dict[str, str] = {}
         self.notes: list[str] = []
         self.unplaceable: dict[str, str] = {}  # layout -> why accelerate or transformers refused it
+        self.hotfix_arm = hotfix_arm
+        self.hotfix_checks: list[dict[str, Any]] = []
+        self._sampled: set[tuple[str, str, str]] = set()
         self.examples_run = 0
 
     def _example(self, layout: layouts.Layout, prompt: Prompt, path: str, shape: Shape, arm: str) -> Example:
@@ -211,7 +222,15 @@ class Runner:
             return None
         except Exception as e:  # noqa: BLE001 - every failure is classified, none dropped
             self.judged.add(example.pair)
-            return failure_of(e, self.root, example, layout.n_devices if not layout.one_accelerator else 1)
+            failure = failure_of(e, self.root, example, layout.n_devices if not layout.one_accelerator else 1)
+            key = (layout.short(), prompt.kind, path)
+            wanted = self.hotfix_arm and failure.hazard == "rope-deltas" and len(self._sampled) < HOTFIX_SAMPLES
+            if (
+                wanted and key not in self._sampled
+            ):  # a few distinct failing layouts met on the way, besides the shrunk
+                self._sampled.add(key)
+                self.check_hotfix(layout, prompt, path, shape, ref)
+            return failure
         self.judged.add(example.pair)
         if not same(out, ref.output, tinymodels.inputs(self.tiny, prompt).get("attention_mask")):
             return Failure(
@@ -219,22 +238,66 @@ class Runner:
             )
         return None
 
+    def check_hotfix(self, layout: layouts.Layout, prompt: Prompt, path: str, shape: Shape, ref: Reference) -> None:
+        """The third arm: a layout that failed at the rope-deltas line, again with ``ropefix.hotfix`` in every
+        order a user of its loader can write; it must give the reference's result."""
+        from ropefix import devices
+        from ropefix.prove import hotfix_orders
+
+        mask = tinymodels.inputs(self.tiny, prompt).get("attention_mask")
+        for order in hotfix_orders.orders_for(layout):
+            example = self._example(layout, prompt, path, shape, f"hotfix:{order}")
+            failure: Failure | None = None
+            fix = None
+            try:
+                with devices.simulate(n=layout.n_devices, kind="cuda"):
+                    model, fix = hotfix_orders.place(order, self.tiny, layout)
+                    inp = callpaths.to_device(tinymodels.inputs(self.tiny, prompt), layout.input_device)
+                    out = _as_cpu(callpaths.call(path, model, inp, shape))
+                if not same(out, ref.output, mask):
+                    failure = Failure(
+                        "output-mismatch", "<result>", "", "hotfixed run differs from the reference", example
+                    )
+            except layouts.NotPlaceable:
+                continue
+            except Exception as e:  # noqa: BLE001 - a hotfix that does not hold is a finding, classified
+                failure = failure_of(e, self.root, example, layout.n_devices)
+            finally:
+                active = bool(fix is not None and fix.active)
+                if fix is not None:
+                    fix.remove()  # hotfix_class is global: never leave it on for the next example
+            self.hotfix_checks.append(
+                {"order": order, "active": active, "example": asdict(example), "failure": failure}
+            )
+
     def replay(self, example: dict[str, Any]) -> Failure | None:
         """Run a recorded example again (e.g. an unpatched tree's failing layout on the patched tree)."""
         ex = Example(**example)
-        layout = layouts.Layout.from_json(ex.layout)
-        prompt = Prompt(**{**ex.prompt, "grid": tuple(ex.prompt["grid"])})
-        return self.check(layout, prompt, ex.path, Shape(**ex.shape), ex.arm)
+        return self.check(*_parts(ex), ex.arm)
+
+    def hotfix_for(self, ex: Example) -> None:
+        """The hotfix arm on a recorded failing example (the search's shrunk rope-deltas failures)."""
+        layout, prompt, path, shape = _parts(ex)
+        ref = self.reference(prompt, path, shape)
+        if ref.ok:
+            self.check_hotfix(layout, prompt, path, shape, ref)
 
     def result(self, into: SuiteResult) -> SuiteResult:
         into.examples_run = self.examples_run
         into.judged_pairs = sorted(self.judged)
         into.not_compared = dict(sorted(self.not_compared.items()))
         into.notes = list(dict.fromkeys(self.notes))
+        into.hotfix = list(self.hotfix_checks)
         if self.unplaceable:
             first = next(iter(self.unplaceable.items()))
             into.notes.append(f"{len(self.unplaceable)} layout(s) not placeable, e.g. {first[0]}: {first[1]}")
         return into
+
+
+def _parts(ex: Example) -> tuple[layouts.Layout, Prompt, str, Shape]:
+    layout = layouts.Layout.from_json(ex.layout)
+    prompt = Prompt(**{**ex.prompt, "grid": tuple(ex.prompt["grid"])})
+    return layout, prompt, ex.path, Shape(**ex.shape)
 
 
 def _as_cpu(out: Any) -> Any:
@@ -296,14 +359,17 @@ def search(
     max_examples: int | None = None,
     seed: int = 0,
     replay: list[dict[str, Any]] | None = None,
+    hotfix_arm: bool = False,
 ) -> SuiteResult:
-    """Replay the given examples, then search ``model``'s layouts; every distinct failure site is kept once, shrunk."""
+    """Replay the given examples, then search ``model``'s layouts; every distinct failure site is kept once, shrunk.
+
+    ``hotfix_arm``: every example that fails at the rope-deltas line runs again with the hotfix in each order."""
     import torch
     import transformers
     from hypothesis import HealthCheck, Phase, given, settings
 
     start = time.monotonic()
-    runner = Runner(model, seed)
+    runner = Runner(model, seed, hotfix_arm)
     result = SuiteResult(model, transformers.__version__, _tf_root(), torch.__version__, profile)
     known: set[tuple[str, str]] = set()
     for ex in replay or []:
@@ -337,6 +403,8 @@ def search(
         except _NewSite as e:  # hypothesis re-raises the shrunk example's failure last
             result.failures.append(e.failure)
             known.add((e.failure.hazard, e.failure.site))
+            if hotfix_arm and e.failure.hazard == "rope-deltas":
+                runner.hotfix_for(e.failure.example)
             _progress(f"{model}: {e.failure.hazard} at {e.failure.site} ({runner.examples_run} examples)")
     runner.result(result)
     result.duration_s = round(time.monotonic() - start, 2)
@@ -363,6 +431,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="ci", choices=sorted(PROFILES))
     ap.add_argument("--max-examples", type=_positive)
     ap.add_argument("--replay", help="JSON file: {model: [example, ...]} to run before the search")
+    ap.add_argument(
+        "--hotfix", action="store_true", help="re-run rope-deltas failures with ropefix.hotfix (each order)"
+    )
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     replays: dict[str, list[dict[str, Any]]] = {}
@@ -372,7 +443,9 @@ def main(argv: list[str] | None = None) -> int:
     out = []
     for m in args.model:
         try:
-            out.append(search(m, args.profile, args.max_examples, replay=replays.get(m)).to_json())
+            out.append(
+                search(m, args.profile, args.max_examples, replay=replays.get(m), hotfix_arm=args.hotfix).to_json()
+            )
         except Exception as e:  # noqa: BLE001 - one model that cannot be built must not hide the others
             out.append({"model": m, "error": f"{type(e).__name__}: {e}"})
     json.dump(out, sys.stdout)

@@ -170,6 +170,16 @@ class Finding:
 
 
 @dataclass(frozen=True)
+class HotfixCheck:
+    """The hotfix arm: a layout that failed at the rope-deltas line, run again with ``ropefix.hotfix``."""
+
+    order: str  # before-dispatch, after-dispatch, after-load, class-before-load
+    active: bool  # the hotfix guarded something in this model (a claim that it covers the release)
+    example: Example
+    failure: Failure | None  # None: the reference's result, tokens identical
+
+
+@dataclass(frozen=True)
 class FamilyReport:
     """One release x model family: every rule's verdict, the findings, and what was compared."""
 
@@ -183,6 +193,16 @@ class FamilyReport:
     broken_paths: tuple[str, ...] = ()  # worked unpatched, fail patched on the reference
     notes: tuple[str, ...] = ()
     reason: str = ""  # for not-judged families: why (not built, nothing compared, ...)
+    hotfix: tuple[HotfixCheck, ...] = ()
+
+    @property
+    def hotfix_holds(self) -> bool | None:
+        """None: nothing to check (no rope-deltas failure) or the hotfix claims nothing here (a no-op);
+        True: every failing layout passed with it, in every order; False: it does not hold somewhere."""
+        claimed = [h for h in self.hotfix if h.active]
+        if not claimed:
+            return None
+        return all(h.failure is None for h in claimed)
 
     @property
     def judged(self) -> int:
@@ -334,4 +354,13 @@ def _family(d: dict[str, Any]) -> FamilyReport:
         broken_paths=tuple(d.get("broken_paths", ())),
         notes=tuple(d.get("notes", ())),
         reason=str(d.get("reason", "")),
+        hotfix=tuple(
+            HotfixCheck(
+                str(h["order"]),
+                bool(h["active"]),
+                Example(**h["example"]),
+                Failure.from_json(h["failure"]) if h.get("failure") else None,
+            )
+            for h in d.get("hotfix", ())
+        ),
     )

@@ -27,7 +27,18 @@ from typing import Any
 from ropefix import __version__, proc, ui
 from ropefix.errors import RopefixError
 from ropefix.prove.suite import PROFILES, SuiteResult
-from ropefix.prove.verdict import Failure, FamilyReport, Finding, Proof, Report, State, Verdict, worst
+from ropefix.prove.verdict import (
+    Example,
+    Failure,
+    FamilyReport,
+    Finding,
+    HotfixCheck,
+    Proof,
+    Report,
+    State,
+    Verdict,
+    worst,
+)
 
 # ``ropefix run``'s default families: the two the bug was reported against
 DEFAULT_MODELS = ("qwen2_vl", "qwen2_5_vl")
@@ -64,6 +75,7 @@ def run_suite(
     profile: str,
     max_examples: int | None = None,
     replay: dict[str, list[dict[str, Any]]] | None = None,
+    hotfix: bool = False,
 ) -> dict[str, SuiteResult | str]:
     """Per model, the suite's result (or why the model could not be built), run with ``pkg`` first on the path."""
     kit_src = Path(__file__).resolve().parents[2]
@@ -78,6 +90,8 @@ def run_suite(
         cmd += ["--model", m]
     if max_examples:
         cmd += ["--max-examples", str(max_examples)]
+    if hotfix:
+        cmd += ["--hotfix"]
     with tempfile.TemporaryDirectory(prefix="ropefix-replay-") as tmp:
         if replay:
             file = Path(tmp) / "replay.json"
@@ -236,10 +250,18 @@ def judge(
             findings.append(Finding(f, "patched", None))
     notes = [f"patch not applied: {apply_error}"] if apply_error else []
     notes += list(before.notes)
+    checks = tuple(HotfixCheck(h["order"], h["active"], Example(**h["example"]), h["failure"]) for h in before.hotfix)
+    if checks and not any(h.active for h in checks):
+        notes.append("the runtime hotfix claims nothing in this release (a no-op here): only the file fix covers it")
     if judged == 0:
         state, reason = State.NOT_JUDGED, "nothing was compared: " + _not_compared_summary(before)
     else:
         state, reason = worst(v.state for v in verdicts), ""
+    broken_hotfix = next((h for h in checks if h.active and h.failure is not None), None)
+    if broken_hotfix is not None and state is not State.NOT_JUDGED:
+        f = broken_hotfix.failure
+        state = State.FIX_FAILED
+        reason = f"ropefix.hotfix does not hold ({broken_hotfix.order}): {f.hazard} at transformers/{f.site}"
     return FamilyReport(
         family=family,
         state=state,
@@ -251,6 +273,7 @@ def judge(
         broken_paths=tuple(broken),
         notes=tuple(notes),
         reason=reason,
+        hotfix=checks,
     )
 
 
@@ -345,7 +368,7 @@ def verify(
         )
     ui.info(f"verify: transformers {release} at {pkg}; families {', '.join(chosen)}; profile {profile}")
     ui.info("verify: [1/2] the suite on the unpatched tree")
-    before = run_suite(pkg, chosen, profile, max_examples)
+    before = run_suite(pkg, chosen, profile, max_examples, hotfix=True)
     owner = rule_of_hazard()
     proofs = {f: _proofs(r, facts[f], owner, "unpatched") for f, r in before.items() if isinstance(r, SuiteResult)}
     applied: dict[str, list[str]] = {}
