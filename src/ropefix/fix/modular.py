@@ -12,6 +12,7 @@ from typing import Protocol
 
 from ropefix import proc, ui
 from ropefix.errors import RopefixError
+from ropefix.files import atomic_write
 
 CONVERTER = "utils/modular_model_converter.py"
 
@@ -62,5 +63,5 @@ def confirm(root: Path, prefix: str, changes: list[Changed]) -> list[str]:
             )
     finally:
         for p, text in snapshot.items():  # the converter's output never stays: ours (or the rollback) does
-            p.write_text(text)
+            atomic_write(p, text)
     return modular

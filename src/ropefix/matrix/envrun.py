@@ -10,10 +10,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
+
+from ropefix.files import atomic_write
 
 
 def main(argv: list[str]) -> int:
@@ -33,11 +33,7 @@ def main(argv: list[str]) -> int:
     except ValueError:
         print(f"envrun: verify printed no JSON (exit {rc}); {out.name} not written", file=sys.stderr)
         return rc or 1
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, out)
+    atomic_write(out, text)
     return rc
 
 

@@ -7,15 +7,12 @@ temporary file first so no half-written report survives.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ropefix.files import atomic_open, atomic_write
 from ropefix.matrix.model import Matrix
 from ropefix.prove.render import COLOURS, LABELS, MARKS
 from ropefix.prove.verdict import State
@@ -171,31 +168,17 @@ def _draw(
     handles = [Patch(facecolor=COLOURS[s], edgecolor="#444444", label=LABELS[s]) for s in legend]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=7 if small else 8)
     fig.tight_layout()
-    with _atomic(svg) as tmp:
-        fig.savefig(tmp, format="svg")
-    with _atomic(png) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+    with atomic_open(svg) as fh:
+        fig.savefig(fh, format="svg")
+    with atomic_open(png) as fh:
+        fig.savefig(fh, format="png", dpi=110)
     plt.close(fig)
-
-
-@contextlib.contextmanager
-def _atomic(dest: Path) -> Iterator[Path]:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_all(m: Matrix, out_dir: Path) -> list[Path]:
     """Write the five reports into ``out_dir``; returns their paths."""
     paths = [out_dir / name for name in FILES]
     for path, text in ((paths[0], render_json(m)), (paths[1], render_md(m)), (paths[4], render_junit(m))):
-        with _atomic(path) as tmp:
-            tmp.write_text(text, encoding="utf-8")
+        atomic_write(path, text)
     draw(m, paths[2], paths[3])
     return paths

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ropefix import proc, ui
 from ropefix.errors import RopefixError
+from ropefix.files import atomic_write
 from ropefix.store import Store
 
 
@@ -35,7 +36,7 @@ def python_for(version: str, store: Store | None = None) -> Path:
         try:
             proc.run([sys.executable, "-m", "venv", "--without-pip", dest], check=True)
             site = proc.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], check=True)
-            Path(site.out.strip(), "ropefix-base.pth").write_text(f"import site; site.addsitedir({here!r})\n")
+            atomic_write(Path(site.out.strip(), "ropefix-base.pth"), f"import site; site.addsitedir({here!r})\n")
             ruff = Path(sys.executable).parent / "ruff"  # the engine formats with the ruff beside python
             if ruff.exists():
                 (dest / "bin" / "ruff").symlink_to(ruff)

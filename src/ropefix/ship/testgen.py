@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ropefix import proc
+from ropefix.files import atomic_write
 
 TEST_IMPORTS = ("require_torch", "require_torch_multi_accelerator", "torch_device")
 STDLIB_IMPORTS = ("tempfile", "unittest")
@@ -182,7 +183,7 @@ def add_to_existing(text: str, t: Target) -> str:
 def write(tree: Path, t: Target) -> Path:
     path, exists = test_path(tree, t.name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(add_to_existing(path.read_text(), t) if exists else new_file(t))
+    atomic_write(path, add_to_existing(path.read_text(), t) if exists else new_file(t))
     # imports sorted and code formatted with the tree's own ruff settings, as `make style` would
     # (only the import rule is fixed: the rest of upstream's file is not ours to touch)
     ruff = [proc.python(), "-m", "ruff"]
