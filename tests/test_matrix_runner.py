@@ -124,7 +124,9 @@ def test_bad_input_is_refused_before_anything_runs(tmp_path: Path, capsys) -> No
     ini = fake_tox_ini(tmp_path)
     assert main(["matrix", "--tox-ini", str(tmp_path / "missing.ini")]) == 1
     assert "No tox.ini" in capsys.readouterr().err
-    assert main(["matrix", "--tox-ini", str(ini), "--parallel", "0"]) == 1
+    with pytest.raises(SystemExit) as usage:  # an argparse error now, before anything runs
+        main(["matrix", "--tox-ini", str(ini), "--parallel", "0"])
+    assert usage.value.code == 2
     assert main(["matrix", "--tox-ini", str(ini), "--label", "nightly", "--out", str(tmp_path / "o")]) == 1
     assert "Nothing to run" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from ropefix.commands._args import positive_int
+
 if TYPE_CHECKING:  # torch loads only when a test asks for the fixture, not on every pytest start
     import torch
 
@@ -42,7 +44,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("ropefix", "ropefix device simulator")
     group.addoption(
         "--ropefix-devices",
-        type=int,
+        type=positive_int,
         default=2,
         metavar="N",
         help="number of devices the simulated_devices fixture provides (default 2)",

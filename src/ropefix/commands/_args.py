@@ -1,8 +1,12 @@
-"""Argument types every command shares: positive counts, and model lists (space- or comma-separated)."""
+"""Argument types every command shares: positive counts and durations, and model lists (space- or comma-separated).
+
+Nonsense numbers (0, negative, NaN) are argparse errors (exit 2) before any work starts.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 
 from ropefix.errors import RopefixError
 
@@ -14,6 +18,17 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A duration in seconds: finite and above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text}")
     return value
 
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
 
 from ropefix import proc, ui
+from ropefix.commands._args import positive_float, positive_int
 from ropefix.errors import RopefixError
+from ropefix.files import atomic_write
 from ropefix.matrix import gha, report, runner, toxenv
 
 
@@ -19,10 +22,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("matrix", help="run the transformers × torch tox matrix; write json/md/svg/png/junit")
     p.add_argument("--label", action="append", help="tox label to run: quick (CI-sized, default) or full; repeatable")
     p.add_argument("--envs", nargs="+", default=[], help="tox envs to run (names or comma lists), e.g. tf457-torch213")
-    p.add_argument("--parallel", type=int, default=1, metavar="N", help="envs run at the same time (default 1)")
+    p.add_argument(
+        "--parallel", type=positive_int, default=1, metavar="N", help="envs run at the same time (default 1)"
+    )
     p.add_argument("--tox-ini", type=Path, default=Path("tox.ini"), help="the tox.ini holding the matrix")
     p.add_argument("--out", type=Path, default=Path("out"), help="where matrix.* and matrix/<env>.json go")
-    p.add_argument("--timeout", type=float, default=None, metavar="S", help="give up on one env after S seconds")
+    p.add_argument(
+        "--timeout", type=positive_float, default=None, metavar="S", help="give up on one env after S seconds"
+    )
     p.add_argument(
         "--emit-gha",
         nargs="?",
@@ -48,8 +55,6 @@ def run(args: argparse.Namespace) -> int:
     tox_ini = args.tox_ini.resolve()
     if not tox_ini.is_file():
         raise RopefixError(f"No tox.ini at {tox_ini}. Run from the kit's checkout or pass --tox-ini PATH.")
-    if args.parallel < 1:
-        raise RopefixError(f"--parallel must be 1 or more, not {args.parallel}.")
     if args.sync_tox:
         return _sync_tox(tox_ini, args.scan, [t for t in args.torch.split(",") if t])
     if args.emit_gha is not None:
@@ -65,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         if not p.specs and not p.unknown_envs:
             raise RopefixError(
                 f"Nothing to run: tox.ini has no env under {', '.join(labels)}. Use --label quick or --label full, "
-                f"or name envs with --envs (list them with `tox -c {tox_ini} list`)."
+                f"or name envs with --envs (list them with `tox -c {shlex.quote(str(tox_ini))} list`)."
             )
         wheel = None
         if p.specs and (tox_ini.parent / "pyproject.toml").is_file():
@@ -92,8 +97,7 @@ def _emit_gha(tox_ini: Path, dest: Path, label: str) -> int:
         raise RopefixError(
             f"tox.ini has no env labelled {label!r}, so the workflow would be empty. Use quick or full."
         )
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(gha.render_workflow(envs, label))
+    atomic_write(dest, gha.render_workflow(envs, label))
     print(dest)
     return 0
 
@@ -127,8 +131,6 @@ def _sync_tox(tox_ini: Path, scan_file: Path | None, torches: list[str]) -> int:
     text = tox_ini.read_text()
     new = toxenv.replace_block(text, toxenv.render_block(sel, torches, quick_torch))
     if new != text:
-        tmp = tox_ini.with_name(tox_ini.name + ".part")
-        tmp.write_text(new)
-        tmp.replace(tox_ini)
+        atomic_write(tox_ini, new)
     print(f"{tox_ini}: full = {', '.join(sel.full)}; quick = {', '.join(sel.quick)}; torch = {', '.join(torches)}")
     return 0

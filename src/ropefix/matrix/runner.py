@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import re
+import shlex
 import subprocess
 import time
 from dataclasses import dataclass
@@ -69,7 +70,9 @@ def build_kit_wheel(project: Path, dest: Path) -> Path:
     proc.run([proc.python(), "-m", "pip", "wheel", "-q", "--no-deps", "-w", dest, project], check=True)
     wheels = sorted(dest.glob("ropefix-*.whl"))
     if not wheels:
-        raise RopefixError(f"pip built no ropefix wheel from {project}. Check that `pip wheel {project}` works.")
+        raise RopefixError(
+            f"pip built no ropefix wheel from {project}. Check that `pip wheel {shlex.quote(str(project))}` works."
+        )
     return wheels[-1]
 
 
@@ -83,7 +86,7 @@ def run(p: Plan, opts: RunOptions) -> Matrix:
             transformers="?",
             torch="?",
             status=State.SKIPPED,
-            reason=f"tox.ini declares no env named {name!r} (see `tox -c {opts.tox_ini} list`)",
+            reason=f"tox.ini declares no env named {name!r} (see `tox -c {shlex.quote(str(opts.tox_ini))} list`)",
         )
         for name in p.unknown_envs
     }
