@@ -130,3 +130,9 @@ def test_extraction_never_writes_outside_the_target(members: list[tuple[str, str
             assert path == archive_path or path.is_relative_to(root / "box"), path
             if path.is_symlink():
                 assert Path(os.path.realpath(path)).is_relative_to(dest.resolve()), (path, os.readlink(path))
+
+
+def test_git_metadata_in_an_archive_is_refused(tmp_path: Path) -> None:
+    bad = _tar(tmp_path / "bad.tar.gz", [_file("pkg/ok.txt"), _file("pkg/.git/hooks/post-checkout")])
+    with pytest.raises(RopefixError, match=r"'pkg/\.git/hooks/post-checkout' is inside a '\.git' folder"):
+        next(files(bad))

@@ -269,3 +269,70 @@ def test_auto_resolves_against_the_remote_tags_when_it_answers(local_upstream: P
 def test_git_resolve_of_a_silent_remote_without_clone(tmp_path: Path) -> None:
     with pytest.raises(RopefixError, match="did not answer and no clone of it is cached"):
         sources.resolve("latest", "git", repo=str(tmp_path / "nowhere"))
+
+
+# -- nothing the user has is lost ------------------------------------------------------------------
+
+
+@pytest.fixture
+def ignoring(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeIndex]:
+    """An index whose releases carry a .gitignore, as upstream's tree does (data/, .venv/, *.log)."""
+    files = {
+        ".gitignore": "data/\n.venv/\n*.log\n",
+        "src/transformers/__init__.py": "",
+        "src/transformers/models/__init__.py": "",
+        "src/transformers/models/qwen2_vl/modeling_qwen2_vl.py": "x = 1\n",
+    }
+    server = FakeIndex({v: sdist_bytes(v, files) for v in ("1.0.0", "1.1.0")})
+    monkeypatch.setenv(index.ENV_VAR, server.url)
+    yield server
+    server.stop()
+
+
+def test_ignored_files_keep_a_clean_tree_from_being_replaced(ignoring: FakeIndex, tmp_path: Path) -> None:
+    wt = tmp_path / "wt"
+    sources.checkout("1.0.0", source="pypi", into=wt)
+    (wt / "data").mkdir()
+    (wt / "data" / "e.csv").write_text("x\n")
+    (wt / "run.log").write_text("log\n")
+    pycache = wt / "src" / "transformers" / "__pycache__"  # bytecode is the kit's to regenerate, not work
+    pycache.mkdir()
+    (pycache / "__init__.cpython-311.pyc").write_bytes(b"\0")
+    assert not git.Repo(wt).is_dirty()  # git alone calls this tree clean
+    with pytest.raises(RopefixError) as e:
+        sources.checkout("1.1.0", source="pypi", into=wt)
+    assert "data/" in str(e.value) and "run.log" in str(e.value) and "--force" in str(e.value)
+    assert (wt / "data" / "e.csv").read_text() == "x\n" and (wt / "run.log").exists()
+    done = sources.checkout("1.1.0", source="pypi", into=wt, force=True)
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("wt.ropefix-moved-")]
+    assert len(aside) == 1 and str(aside[0]) in done.note
+    assert (aside[0] / "data" / "e.csv").read_text() == "x\n" and (aside[0] / "run.log").read_text() == "log\n"
+    assert git.Repo(aside[0]).current_branch() == "ropefix/v1.0.0"  # still a work tree, on its branch
+    assert (done.path / "src/transformers/__init__.py").exists() and not (done.path / "data").exists()
+
+
+def test_a_tree_with_only_bytecode_is_still_replaced(ignoring: FakeIndex, tmp_path: Path) -> None:
+    wt = tmp_path / "wt"
+    sources.checkout("1.0.0", source="pypi", into=wt)
+    (wt / "src" / "transformers" / "__pycache__").mkdir()
+    (wt / "src" / "transformers" / "__pycache__" / "x.pyc").write_bytes(b"\0")
+    assert sources.checkout("1.1.0", source="pypi", into=wt).path == wt
+
+
+@pytest.mark.parametrize("where", ["root", "repos", "history", "inside-history", "downloads"])
+def test_force_cannot_target_the_caches_own_folders(fake: FakeIndex, where: str) -> None:
+    store = Store()
+    sources.checkout("1.0.0", source="pypi")  # the history repo and a work tree of it now exist
+    target = {
+        "root": store.root,
+        "repos": store.path("repos"),
+        "history": store.path("repos", sources.HISTORY_REPO),
+        "inside-history": store.path("repos", sources.HISTORY_REPO, "objects"),
+        "downloads": store.path("downloads"),
+    }[where]
+    before = sorted(str(p) for p in store.root.rglob("*"))
+    with pytest.raises(RopefixError, match="cache") as e:
+        sources.checkout("1.1.0", source="pypi", into=target, force=True)
+    assert "--into" in str(e.value)
+    assert sorted(str(p) for p in store.root.rglob("*")) == before
+    assert git.Repo(sources.default_target("1.0.0")).current_branch() == "ropefix/v1.0.0"

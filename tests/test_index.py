@@ -9,6 +9,7 @@ import pytest
 from upstream import FakeIndex, sdist_bytes
 
 from ropefix.errors import RopefixError
+from ropefix.main import main
 from ropefix.releases import index
 from ropefix.store import Store
 
@@ -101,3 +102,134 @@ def test_file_url_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
         server.stop()
     monkeypatch.setenv(index.ENV_VAR, (tmp_path / "pypi").as_uri())
     assert index.download("2.0.0", Store()).read_bytes() == sdist_bytes("2.0.0")
+
+
+# -- names and documents from the index are untrusted --------------------------------------------------
+
+
+def _files_outside(sandbox: Path, cache: Path) -> list[str]:
+    return sorted(str(p.relative_to(sandbox)) for p in sandbox.rglob("*") if not p.is_relative_to(cache))
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../../outside/victim.txt",  # climbs out of downloads/ and the cache
+        "{sandbox}/outside/victim.tar.gz",  # absolute
+        "sub/transformers-1.0.0.tar.gz",  # a folder of its own choosing
+        "..",
+        "transformers-1.0.0.exe",  # not an archive
+        "..\\..\\victim.tar.gz",  # Windows separators
+    ],
+)
+def test_the_index_cannot_choose_where_a_download_is_written(
+    fake: FakeIndex, tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sandbox = tmp_path / "sandbox"
+    cache = sandbox / "cache"
+    (sandbox / "outside").mkdir(parents=True)
+    name = name.format(sandbox=sandbox)
+
+    def hostile(doc: dict) -> dict:
+        doc["releases"]["1.0.0"][0]["filename"] = name
+        return doc
+
+    fake.tamper = hostile
+    with pytest.raises(RopefixError, match="file name") as e:
+        index.download("1.0.0", Store(cache))
+    assert repr(name) in str(e.value) and "Nothing was downloaded" in str(e.value)
+    assert _files_outside(sandbox, cache) == ["outside"]
+    assert not [r for r in fake.requests if r.startswith("/packages/")]
+    # the same through the command a user runs: exit 1, one paragraph, nothing outside the cache
+    monkeypatch.setenv("ROPEFIX_CACHE", str(cache))
+    assert main(["checkout", "1.0.0", "--source", "pypi"]) == 1
+    assert "ropefix: error:" in capsys.readouterr().err
+    assert _files_outside(sandbox, cache) == ["outside"]
+
+
+def test_hostile_release_names_are_not_releases(fake: FakeIndex) -> None:
+    def hostile(doc: dict) -> dict:
+        doc["releases"]["../../x"] = doc["releases"]["1.0.0"]
+        doc["releases"]["9.0.0/../../y"] = doc["releases"]["1.0.0"]
+        return doc
+
+    fake.tamper = hostile
+    assert index.releases(Store()) == ["1.0.0", "1.1.0", "1.2.0rc1"]
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        b"{not json",
+        [],
+        {"info": {}},
+        {"releases": []},
+        {"releases": {"1.0.0": "x"}},
+        {
+            "releases": {
+                "1.0.0": [{"packagetype": "sdist", "filename": 5, "url": "u", "digests": {"sha256": "0" * 64}}]
+            }
+        },
+        {"releases": {"1.0.0": [{"packagetype": "sdist", "filename": "transformers-1.0.0.tar.gz", "digests": "x"}]}},
+        {
+            "releases": {
+                "1.0.0": [
+                    {
+                        "packagetype": "sdist",
+                        "filename": "transformers-1.0.0.tar.gz",
+                        "url": "../x",
+                        "digests": {"sha256": "0" * 64},
+                        "size": "big",
+                    }
+                ]
+            }
+        },
+    ],
+)
+def test_a_malformed_index_document_is_a_clear_error(fake: FakeIndex, doc: object) -> None:
+    fake.tamper = lambda _: doc
+    with pytest.raises(RopefixError, match=r"index") as e:
+        index.download("1.0.0", Store())
+    assert fake.url in str(e.value)
+    assert _leftovers(Store()) == []
+
+
+def test_a_release_published_after_the_list_was_cached_is_found(fake: FakeIndex) -> None:
+    from ropefix.releases import sources
+
+    store = Store()
+    assert index.releases(store)[-1] == "1.2.0rc1"  # the list is now cached for an hour
+    fake.publish("1.3.0", sdist_bytes("1.3.0"))
+    assert sources.resolve("1.3.0", "pypi", store=store) == ["1.3.0"]
+    asked = fake.requests.count("/pypi/transformers/json")
+    with pytest.raises(RopefixError, match="not a known release"):
+        sources.resolve("1.4.0", "pypi", store=store)
+    assert fake.requests.count("/pypi/transformers/json") == asked + 1  # asked once more, then the error
+
+
+def test_a_corrupt_cached_release_list_is_fetched_again_or_named(fake: FakeIndex) -> None:
+    store = Store()
+    index.releases(store)
+    cached = store.path("results", "index", "transformers.json")
+    cached.write_text('{"url": "tru')
+    assert index.releases(store) == ["1.0.0", "1.1.0", "1.2.0rc1"]  # fetched afresh
+    cached.write_text("[1, 2]")
+    fake.stop()
+    with pytest.raises(RopefixError) as e:
+        index.releases(store)
+    assert str(cached) in str(e.value) and "could not be read" in str(e.value)
+
+
+def test_a_cached_download_is_hashed_again_when_used(fake: FakeIndex) -> None:
+    store = Store()
+    path = index.download("1.0.0", store)
+    good = path.read_bytes()
+    path.write_bytes(good[:-10])  # bit rot, a killed copy, an edit
+    assert index.download("1.0.0", store).read_bytes() == good  # removed and fetched again
+    assert fake.requests.count("/packages/transformers-1.0.0.tar.gz") == 2
+    path.write_bytes(b"garbage")
+    fake.stop()
+    with pytest.raises(RopefixError, match="did not match the index's sha256") as e:
+        index.download("1.0.0", store)
+    assert "was removed" in str(e.value)
+    assert _leftovers(store) == []

@@ -2,7 +2,8 @@
 
 - ``make_sdist``: a tiny synthetic transformers sdist (``transformers-X/src/transformers/...``).
 - ``FakeIndex``: a PyPI-style JSON API on 127.0.0.1 serving such sdists (file URLs relative,
-  as PyPI's are); ``stop()`` makes it unreachable, ``corrupt()`` / ``truncate()`` misbehave.
+  as PyPI's are); ``stop()`` makes it unreachable, ``mode = "corrupt" | "truncate"`` misbehave,
+  ``publish()`` adds a release later, ``tamper`` rewrites the JSON document (a hostile index).
 - ``upstream_repo``: a local bare "upstream" repository whose history is real releases
   (tags ``vX.Y.Z``), built once from sdists downloaded through a store and kept there.
 
@@ -18,6 +19,7 @@ import io
 import json
 import tarfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from ropefix import git
@@ -64,14 +66,23 @@ class FakeIndex:
     """A PyPI-style index on 127.0.0.1: ``/pypi/transformers/json`` and ``/packages/<file>``."""
 
     def __init__(self, releases: dict[str, bytes]) -> None:
-        self.files = {f"transformers-{v}.tar.gz": data for v, data in releases.items()}
-        self.sha256 = {name: hashlib.sha256(data).hexdigest() for name, data in self.files.items()}
+        self.files: dict[str, bytes] = {}
+        self.sha256: dict[str, str] = {}
+        for version, data in releases.items():
+            self.publish(version, data)
         self.requests: list[str] = []
         self.mode = "ok"  # "ok", "corrupt" (wrong bytes), "truncate" (connection drops mid-file)
+        self.tamper: Callable[[dict], object] | None = None  # rewrites the JSON document before it is served
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/pypi"
+
+    def publish(self, version: str, data: bytes) -> None:
+        """Put a release on the index (as a new upload would, e.g. while a cached list is still fresh)."""
+        name = f"transformers-{version}.tar.gz"
+        self.files[name] = data
+        self.sha256[name] = hashlib.sha256(data).hexdigest()
 
     def document(self) -> dict:
         releases = {}
@@ -99,7 +110,8 @@ class FakeIndex:
             def do_GET(self) -> None:
                 fake.requests.append(self.path)
                 if self.path == "/pypi/transformers/json":
-                    return self._send(json.dumps(fake.document()).encode())
+                    doc = fake.document() if fake.tamper is None else fake.tamper(fake.document())
+                    return self._send(doc if isinstance(doc, bytes) else json.dumps(doc).encode())
                 name = self.path.removeprefix("/packages/")
                 if name not in fake.files:
                     self.send_error(404)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import git as gitpython
 
+from ropefix import files
 from ropefix.errors import RopefixError
 
 
@@ -33,6 +34,10 @@ class Identity:
 KIT_IDENTITY = Identity("ropefix", "ropefix@localhost")
 
 _ENV_LOCK = threading.Lock()
+
+# Ignored paths that are no one's work: bytecode (importing a tree writes it) and the caches ruff and
+# pytest write when the kit checks or tests a tree. Anything else ignored (.venv/, data/, logs) is kept.
+DISPOSABLE = ("__pycache__/", ".pyc", ".pyo", ".ruff_cache/", ".pytest_cache/")
 
 
 @contextlib.contextmanager
@@ -170,6 +175,17 @@ class Repo:
 
     def is_dirty(self, *, untracked: bool = True) -> bool:
         return bool(self.dirty_paths(untracked=untracked))
+
+    def ignored_paths(self) -> list[str]:
+        """Files and folders git ignores (``.venv/``, ``data/``, logs): not changes to git, but often work."""
+        out = self.run("status", "--porcelain", "-z", "--ignored")
+        return [entry[3:] for entry in out.split("\0") if entry.startswith("!! ")]
+
+    def unsaved_paths(self, disposable: Sequence[str] = DISPOSABLE) -> list[str]:
+        """Everything removing this work tree would lose: uncommitted and untracked changes, and ignored files
+        except the ``disposable`` ones (by default bytecode and tool caches, which running code regenerates)."""
+        ignored = [p for p in self.ignored_paths() if not p.endswith(tuple(disposable))]
+        return self.dirty_paths() + ignored
 
     def rev_parse(self, ref: str) -> str:
         return self.run("rev-parse", "--verify", "-q", f"{ref}^{{commit}}")
@@ -322,8 +338,7 @@ class Repo:
         have = exclude.read_text().splitlines() if exclude.exists() else []
         missing = [p for p in patterns if p not in have]
         if missing:
-            exclude.parent.mkdir(parents=True, exist_ok=True)
-            exclude.write_text("".join(f"{line}\n" for line in [*have, *missing]))
+            files.atomic_write(exclude, "".join(f"{line}\n" for line in [*have, *missing]))
 
     def checkout(self, ref: str) -> None:
         """Switch to branch ``ref``, or detach at ``ref`` when it is a tag or commit."""

@@ -7,16 +7,22 @@ Layout under the root (``$ROPEFIX_CACHE`` or the platformdirs user cache)::
     worktrees/   work trees handed out by ``ropefix checkout`` when no --into is given
     results/     anything later steps want to keep between runs
 
-Every writer takes ``store.lock()``; new files are written next to their final name and
-moved into place with ``os.replace``; new directories are built under ``tmp/`` and renamed.
+Every writer takes ``store.lock()``; new files are written through ``ropefix.files`` (beside their
+final name, then ``os.replace``); new directories are built under ``tmp/`` and renamed. Names
+below a section are plain file names the kit checked (``path`` refuses separators and ``..``), so
+nothing a package index says can place a file outside the cache. A crash can leave *orphans*:
+``.NAME.*.part`` files and folders under ``tmp/``; ``orphans()`` finds them for ``cache list``,
+``cache prune`` and ``cache clear``. The cache reaches several GB (release archives, the release
+history, a work tree per release, an interpreter per release).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
-import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +31,14 @@ from typing import IO
 import filelock
 import platformdirs
 
+from ropefix import files
 from ropefix.errors import RopefixError
 
 ENV_VAR = "ROPEFIX_CACHE"
 SECTIONS = ("downloads", "repos", "worktrees", "results")
+# A .part file or tmp/ folder untouched this long belongs to no running ropefix: a live download
+# or clone writes every few seconds.
+ORPHAN_AGE_S = 3600
 
 
 def default_root() -> Path:
@@ -46,6 +56,19 @@ class Entry:
     size: int
 
 
+@dataclass(frozen=True)
+class Orphan:
+    """What a crashed or killed run left: a ``.part`` file or a folder under ``tmp/``."""
+
+    path: Path
+    size: int
+    age_s: float  # since its newest file changed
+
+    @property
+    def stale(self) -> bool:
+        return self.age_s >= ORPHAN_AGE_S
+
+
 class Store:
     def __init__(self, root: Path | None = None) -> None:
         self.root = (root or default_root()).resolve()
@@ -57,10 +80,26 @@ class Store:
                 f"The ropefix cache at {self.root} cannot be created ({e.strerror}). "
                 f"Point {ENV_VAR} at a writable folder and retry."
             ) from e
+        try:
+            files.check_writable(self.root / "tmp")
+        except OSError as e:
+            raise RopefixError(
+                f"The ropefix cache at {self.root} cannot be written ({e.strerror}). Point {ENV_VAR} at a "
+                "folder you can write to (e.g. `export ROPEFIX_CACHE=~/ropefix-cache`), or fix its permissions."
+            ) from e
 
     def path(self, section: str, *parts: str) -> Path:
+        """``root/section/parts...``; each part must be a plain name (the last line of defence against a
+        name from the network carrying ``..``, a separator or an absolute path)."""
         if section not in SECTIONS:
             raise ValueError(f"unknown cache section {section!r}")
+        for part in parts:
+            if not plain_name(part):
+                raise RopefixError(
+                    f"Refusing to use {part!r} as a name in the ropefix cache: it is not a plain file name "
+                    "(separators, '..', or an absolute path). Nothing was written. If it came from a package "
+                    "index, that index is broken or hostile; report it, or set ROPEFIX_INDEX_URL to another."
+                )
         return self.root.joinpath(section, *parts)
 
     @contextlib.contextmanager
@@ -78,31 +117,21 @@ class Store:
 
     @contextlib.contextmanager
     def atomic_file(self, dest: Path, mode: str = "wb") -> Iterator[IO]:
-        """Write to a temporary file beside ``dest``; it replaces ``dest`` only if the block succeeds."""
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-        try:
-            with os.fdopen(fd, mode) as fh:
+        """``files.atomic_open`` for callers that stream (``mode`` "w" gives a UTF-8 text handle)."""
+        with files.atomic_open(dest) as fh:
+            if "b" in mode:
                 yield fh
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, dest)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+            else:
+                text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
+                yield text
+                text.flush()
+                text.detach()
 
     @contextlib.contextmanager
     def atomic_dir(self, dest: Path) -> Iterator[Path]:
         """Build a directory under tmp/; it is renamed to ``dest`` only if the block succeeds."""
-        tmp = Path(tempfile.mkdtemp(dir=self.root / "tmp", prefix=dest.name + "."))
-        try:
+        with files.atomic_dir(dest, self.root / "tmp") as tmp:
             yield tmp
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, dest)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
     def entries(self) -> list[Entry]:
         found = []
@@ -114,16 +143,61 @@ class Store:
                 found.append(Entry(section, child.name, child, _size(child)))
         return found
 
+    def orphans(self) -> list[Orphan]:
+        """``.part`` files (downloads/, results/ and the folders one level down) and everything under tmp/."""
+        candidates = []
+        for section in ("downloads", "results"):
+            base = self.root / section
+            candidates += sorted([*base.glob(f".*{files.PART_SUFFIX}"), *base.glob(f"*/.*{files.PART_SUFFIX}")])
+        candidates += sorted((self.root / "tmp").iterdir())
+        found = []
+        for path in candidates:
+            try:
+                found.append(_orphan(path))
+            except FileNotFoundError:
+                continue  # a running ropefix finished with it while we looked
+        return found
+
+    def remove_orphans(self, section: str | None = None) -> list[Orphan]:
+        """Remove what crashed runs left (in ``section``, or anywhere) that no running ropefix can still be writing."""
+        with self.lock():
+            where = self.root / section if section else self.root
+            gone = [o for o in self.orphans() if o.stale and o.path.is_relative_to(where)]
+            for o in gone:
+                _remove(o.path)
+            return gone
+
     def clear(self, section: str | None = None) -> list[Entry]:
-        """Remove every entry (or one section's); returns what was removed."""
+        """Remove every entry (or one section's) and the stale orphans there; returns the entries.
+
+        Callers that must not lose work ask ``ropefix.housekeeping.at_risk`` first (``ropefix cache clear`` does).
+        """
         with self.lock():
             removed = [e for e in self.entries() if section in (None, e.section)]
             for e in removed:
-                if e.path.is_dir() and not e.path.is_symlink():
-                    shutil.rmtree(e.path)
-                else:
-                    e.path.unlink()
+                _remove(e.path)
+            self.remove_orphans(section)
             return removed
+
+
+def plain_name(name: str) -> bool:
+    """A single path component: no separators (either kind), not empty, ``.`` or ``..``, no NUL."""
+    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _orphan(path: Path) -> Orphan:
+    newest = path.lstat().st_mtime
+    if path.is_dir() and not path.is_symlink():
+        for p in path.rglob("*"):
+            newest = max(newest, p.lstat().st_mtime)
+    return Orphan(path, _size(path), max(0.0, time.time() - newest))
 
 
 # One FileLock object per lock file in this process: FileLock counts re-entries on the same

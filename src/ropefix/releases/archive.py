@@ -17,7 +17,7 @@ def check_members(archive: Path, members: list[tarfile.TarInfo]) -> None:
     members are written) and some odd archives crash it; checking every member first names the
     culprit and guarantees nothing is written before a refusal. The rules are stricter than
     needed for safety, and no release archive breaks them: names are plain relative paths
-    (no ``.``, ``..`` or empty parts), nothing sits below a file or link, a link's target never passes
+    (no ``.``, ``..``, empty or ``.git`` parts), nothing sits below a file or link, a link's target never passes
     through another link, and a hard link points at a file stored earlier.
     """
     links = {_clean(m.name) for m in members if m.issym() or m.islnk()}
@@ -47,6 +47,8 @@ def _problem(m: tarfile.TarInfo) -> str | None:
         return "points outside the target folder (via '..')"
     if any(part in ("", ".", "..") for part in _clean(name).split("/")):
         return "is not a plain relative path (it has '.', '..' or empty parts)"
+    if any(part.lower() == ".git" for part in _clean(name).split("/")):
+        return "is inside a '.git' folder (git metadata, which a release never ships and git must not read)"
     if m.issym():
         # A symlink's target is relative to the link's own folder.
         if m.linkname.startswith("/") or _escapes(posixpath.join(posixpath.dirname(name), m.linkname)):

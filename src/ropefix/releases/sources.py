@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import shlex
 import shutil
 import urllib.parse
 from dataclasses import dataclass
@@ -73,7 +74,24 @@ def resolve(spec: str, source: str = "pypi", repo: str | None = None, store: Sto
     local = _release_tags(_history(store)) if git.is_repo(store.path("repos", HISTORY_REPO)) else []
     if spec.strip() in local:
         return [spec.strip()]
-    return versions.resolve(spec, index.releases(store))
+    try:
+        return versions.resolve(spec, index.releases(store))
+    except RopefixError:
+        # The cached list may predate a release published since: ask the index once more.
+        return versions.resolve(spec, index.releases(store, refresh=True))
+
+
+def exact_release(spec: str, store: Store | None = None) -> str:
+    """The one release ``spec`` names exactly (``4.49.0`` or ``v4.49.0``; see ``versions.exact``), from the
+    imported releases or the index (asked once more on a miss: the cached list may predate the release)."""
+    store = store or Store()
+    name = spec.strip().removeprefix("v")
+    if git.is_repo(store.path("repos", HISTORY_REPO)) and name in _release_tags(_history(store)):
+        return name
+    try:
+        return versions.exact(spec, index.releases(store))
+    except RopefixError:
+        return versions.exact(spec, index.releases(store, refresh=True))
 
 
 def checkout(
@@ -95,6 +113,7 @@ def checkout(
         raise RopefixError(f"Unknown source {source!r}; use one of {', '.join(SOURCES)}.")
     store = store or Store()
     target = Path(into).expanduser().resolve() if into else default_target(version, store)
+    _refuse_cache_folders(target, store)  # not even --force may replace what the cache itself is made of
     _refuse_dirty(target, force)  # before any download or clone: bad input changes nothing
 
     note = ""
@@ -138,8 +157,9 @@ def release_tree(version: str, store: Store | None = None) -> Path:
             if tree.is_dirty():
                 raise RopefixError(
                     f"The cached release tree {path} has local changes ({', '.join(tree.dirty_paths()[:3])}...). "
-                    "Release trees are read-only; use `ropefix checkout` for a tree to edit, and remove this "
-                    "one with `ropefix cache clear --section worktrees`."
+                    "Release trees are read-only; use `ropefix checkout` for a tree to edit. Copy out anything you "
+                    f"want to keep, then restore it: `git -C {shlex.quote(str(path))} checkout -- . && "
+                    f"git -C {shlex.quote(str(path))} clean -fd` (this discards every change there)."
                 )
             return path
         if path.exists():  # a leftover that is no work tree (e.g. its repository was cleared)
@@ -165,16 +185,34 @@ def _choose(version: str, repo: str | None, store: Store) -> tuple[str, str]:
     return "pypi", f"auto: used pypi ({url} did not answer)"
 
 
+def _refuse_cache_folders(target: Path, store: Store) -> None:
+    root, trees = store.root, store.path("worktrees")
+    if target == root or root.is_relative_to(target):
+        what = "the ropefix cache itself" if target == root else "a folder holding the ropefix cache"
+    elif target.is_relative_to(root) and not (target.is_relative_to(trees) and target != trees):
+        what = "a folder of the ropefix cache's own"
+    elif target.is_relative_to(trees / "releases"):
+        what = "where the cache keeps its read-only release trees, in"
+    else:
+        return
+    raise RopefixError(
+        f"--into {target} is {what} ({root}): replacing it would break the cache's repositories and every work "
+        "tree made from them, so not even --force may. Choose a folder outside the cache, or leave --into out "
+        "(the tree then goes to the cache's worktrees/)."
+    )
+
+
 def _refuse_dirty(target: Path, force: bool) -> None:
     if force or not target.exists() or (target.is_dir() and not any(target.iterdir())):
         return
     if git.is_repo(target):
-        dirty = git.Repo(target).dirty_paths()
-        if dirty:
-            shown = ", ".join(dirty[:5]) + (" ..." if len(dirty) > 5 else "")
+        unsaved = git.Repo(target).unsaved_paths()
+        if unsaved:
+            shown = ", ".join(unsaved[:5]) + (" ..." if len(unsaved) > 5 else "")
             raise RopefixError(
-                f"{target} has uncommitted changes ({shown}). Commit or move them, or rerun with --force "
-                "(which commits them to that tree's branch before replacing it; nothing is discarded)."
+                f"{target} has uncommitted, untracked or git-ignored files ({shown}). Commit or move them, or "
+                "rerun with --force (which commits uncommitted changes to that tree's branch, or moves the whole "
+                "folder aside when it holds ignored files such as data/ or .venv/; nothing is discarded)."
             )
         return
     raise RopefixError(
@@ -187,8 +225,15 @@ def _clear_target(target: Path, force: bool) -> str:
     """Make ``target`` absent or empty, keeping whatever was there; returns what was done."""
     if not target.exists() or (target.is_dir() and not any(target.iterdir())):
         return ""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    aside = target.with_name(f"{target.name}.ropefix-moved-{stamp}")
     if git.is_repo(target) and _is_linked_worktree(target):
         tree = git.Repo(target)
+        owner = git.Repo(Path(tree.run("rev-parse", "--path-format=absolute", "--git-common-dir")))
+        if len(tree.unsaved_paths()) > len(tree.dirty_paths()):
+            # Ignored files (data/, .venv/) cannot be committed: the whole tree moves, still a work tree.
+            owner.run("worktree", "move", str(target), str(aside))
+            return f"moved the previous tree at {target}, with its ignored files, to {aside} (still a work tree)"
         branch = tree.current_branch()
         said = f"replaced the previous tree at {target}"
         if tree.is_dirty():
@@ -199,12 +244,9 @@ def _clear_target(target: Path, force: bool) -> str:
             said += f"; its uncommitted work is saved as commit {sha[:10]} on branch {branch}"  # type: ignore[index]
         elif branch:
             said += f"; its branch {branch} is kept"
-        owner = git.Repo(Path(tree.run("rev-parse", "--path-format=absolute", "--git-common-dir")))
         owner.worktree_remove(target, force=True)
         return said
     # Not one of our work trees (a user's clone, a plain folder): move it aside, never delete.
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    aside = target.with_name(f"{target.name}.ropefix-moved-{stamp}")
     target.rename(aside)
     return f"moved the previous contents of {target} to {aside}"
 

@@ -93,6 +93,27 @@ def resolve(spec: str, available: Iterable[str]) -> list[str]:
     )
 
 
+def exact(text: str, available: Iterable[str]) -> str:
+    """One release named exactly, as ``4.51.3`` or its tag ``v4.51.3``. A prefix such as ``4.51`` is refused with
+    the releases it could mean (PEP 440 would read it as 4.51.0, silently)."""
+    name = text.strip().removeprefix("v")
+    known = sort(available)
+    if name in known:
+        return name
+    parse(name)  # garbage gets the usual explanation
+    if re.fullmatch(r"\d+(\.\d+)?", name):
+        series = [v for v in known if v.startswith(f"{name}.")]
+        if series:
+            raise RopefixError(
+                f"{text} is not an exact release: it could mean any of the {name}.x releases ({', '.join(series)}). "
+                f"Name one, e.g. {series[-1]}."
+            )
+    raise RopefixError(
+        f"transformers {name} is not a known release. Nearest existing: {', '.join(nearest(name, known))}. "
+        "Name one of those exactly."
+    )
+
+
 def _span(text: str, lo: str, hi: str, finals: list[str]) -> list[str]:
     low = parse(lo)
     high = Version(finals[-1]) if hi == LATEST else parse(hi)
