@@ -55,30 +55,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception:  # noqa: BLE001 - any bug: a crash log and exit 1, not a traceback
         log = _write_crash_log(argv)
-        print(f"ropefix: unexpected error (a bug in ropefix); details in {log}", file=sys.stderr)
+        where = f"details in {log}" if isinstance(log, Path) else log
+        print(f"ropefix: unexpected error (a bug in ropefix); {where}", file=sys.stderr)
         return 3
 
 
-def _write_crash_log(argv: Sequence[str] | None) -> Path:
+def _write_crash_log(argv: Sequence[str] | None) -> Path | str:
+    """The report goes to the cache (``ropefix.log``); where the cache cannot be written, to the temp folder;
+    where nothing can be written, the report's last line is returned to be printed instead."""
+    import tempfile
+
+    from ropefix import files
     from ropefix.store import default_root
 
-    root = default_root()
-    root.mkdir(parents=True, exist_ok=True)
-    log = root / "ropefix.log"
     versions = []
     for mod in ("torch", "transformers", "accelerate", "libcst", "git"):
         try:
             versions.append(f"{mod} {importlib.import_module(mod).__version__}")
         except Exception as e:  # noqa: BLE001 - the report must be written whatever is broken
             versions.append(f"{mod} unavailable ({type(e).__name__})")
-    log.write_text(
+    report = (
         "### ropefix crash report\n\n"
         f"- when: {datetime.datetime.now().isoformat(timespec='seconds')}\n"
         f"- command: ropefix {' '.join(argv if argv is not None else sys.argv[1:])}\n"
         f"- ropefix {__version__}, python {platform.python_version()}, {platform.platform()}\n"
         f"- {', '.join(versions)}\n\n```\n{traceback.format_exc()}```\n"
     )
-    return log
+    for folder in (default_root(), Path(tempfile.gettempdir())):
+        try:
+            return files.atomic_write(folder / "ropefix.log", report)
+        except OSError:
+            continue
+    return f"no writable folder for the log; the error was: {traceback.format_exc().strip().splitlines()[-1]}"
 
 
 if __name__ == "__main__":
