@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from ropefix.main import build_parser
+import pytest
+from test_engine import make_tree
+
+from ropefix.main import build_parser, main
 
 
 @pytest.mark.parametrize(
@@ -33,3 +36,20 @@ def test_the_suite_worker_refuses_a_non_positive_example_count(capsys) -> None:
     with pytest.raises(SystemExit) as e:
         suite.main(["--model", "qwen2_vl", "--max-examples", "0"])
     assert e.value.code == 2 and "--max-examples" in capsys.readouterr().err
+
+
+def test_a_models_list_that_names_nothing_is_refused(tmp_path: Path, capsys) -> None:
+    root = make_tree(tmp_path)
+    for argv in (["scan", str(root), "--models", ",,,"], ["apply", "--dry-run", str(root), "--models", " , "]):
+        assert main(argv) == 1
+        assert "names nothing" in capsys.readouterr().err
+    assert main(["apply", "--dry-run", str(root), "--rules", ","]) == 1
+
+
+def test_suggested_commands_are_shell_quoted(tmp_path: Path, capsys) -> None:
+    root = make_tree(tmp_path / "my trees; rm -rf ~")
+    assert main(["apply", "--check", str(root), "--models", "alpha_vl"]) == 1
+    err = capsys.readouterr().err
+    assert f"ropefix apply '{root}' --models alpha_vl" in err
+    assert main(["scan", str(root)]) == 0
+    assert f"ropefix apply '{root}'" in capsys.readouterr().out

@@ -100,11 +100,11 @@ def test_bad_inputs_are_refused_before_anything_changes(tmp_path: Path) -> None:
     assert len(engine.scan_tree(root).affected) == 6
 
 
-def test_unparsable_model_file_is_an_error_not_a_skip(tmp_path: Path) -> None:
+def test_unparsable_model_file_is_reported_not_skipped(tmp_path: Path) -> None:
     root = make_tree(tmp_path)
     (root / "src/transformers/models/plain/modeling_plain.py").write_text("def f(:\n    self.rope_deltas = x\n")
-    with pytest.raises(RopefixError, match="cannot parse"):
-        engine.scan_tree(root)
+    [site] = engine.scan_tree(root).with_status(engine.UNREADABLE)
+    assert (site.model, site.line) == ("plain", 1) and "syntax error" in site.code
 
 
 CONVERTER_COPIES = """import sys, pathlib
@@ -237,3 +237,38 @@ def test_cli_scan_versions_prints_a_release_by_model_table(tmp_path: Path, capsy
     assert main(["scan", "--versions", "1-latest", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert sorted(data) == ["1.0.0", "2.0.0"] and len(data["2.0.0"]["sites"]) == 7
+
+
+# -- files that do not decode or parse ----------------------------------------------------------------
+
+LATIN1 = b"# caf\xe9\nclass A:\n    def forward(self, cache_position=None):\n        self.rope_deltas = 1\n"
+BROKEN_TAIL = "\n\ndef broken(:\n    pass\n"  # outside every chunk the rules read
+
+
+@pytest.mark.parametrize("damage, why", [("latin-1", "UTF-8"), ("syntax", "syntax")])
+def test_a_file_that_does_not_decode_or_parse_is_unreadable_and_apply_writes_nothing(
+    tmp_path: Path, damage: str, why: str, capsys
+) -> None:
+    root = make_tree(tmp_path)
+    bad = root / "src/transformers/models/alpha_vl/modeling_alpha_vl.py"
+    if damage == "latin-1":
+        bad.write_bytes(LATIN1 + bad.read_bytes())
+        line = 1
+    else:
+        line = len(bad.read_text().splitlines()) + 3  # the `def broken(:` line
+        bad.write_text(bad.read_text() + BROKEN_TAIL)
+    report = engine.scan_tree(root)
+    [site] = report.with_status(engine.UNREADABLE)
+    assert (site.file, site.line) == ("src/transformers/models/alpha_vl/modeling_alpha_vl.py", line)
+    assert why in site.code
+    assert len(report.affected) == 4  # the readable files are still scanned
+    assert main(["scan", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert f"{line:>6}  unreadable" in out and "1 unreadable" in out
+    before = {p: p.read_bytes() for p in root.rglob("*.py")}
+    with pytest.raises(RopefixError) as e:
+        engine.apply_tree(root)
+    assert f"modeling_alpha_vl.py line {line}" in str(e.value) and "Nothing was written" in str(e.value)
+    assert "bug" not in str(e.value)
+    assert main(["apply", str(root)]) == 1
+    assert {p: p.read_bytes() for p in root.rglob("*.py")} == before

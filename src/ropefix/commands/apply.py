@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -40,7 +41,10 @@ def run(args: argparse.Namespace) -> int:
     if report.modular_checked:
         print(f"modular converter agrees for: {', '.join(report.modular_checked)}")
     if args.check and report.changed:
-        scope = "".join(f" --{k} {v}" for k, v in (("models", args.models), ("rules", args.rules)) if v)
-        print(f"affected sites remain; fix them with: ropefix apply {args.path}{scope}", file=sys.stderr)
+        scope = "".join(f" --{k} {shlex.quote(v)}" for k, v in (("models", args.models), ("rules", args.rules)) if v)
+        print(
+            f"affected sites remain; fix them with: ropefix apply {shlex.quote(str(args.path))}{scope}",
+            file=sys.stderr,
+        )
         return 1
     return 0

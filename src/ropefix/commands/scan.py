@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
 
 from ropefix import ui
@@ -29,7 +30,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def split(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+    """``a,b`` -> ["a", "b"]; None (the option was not given) means all. A value naming nothing is refused:
+    it must not silently mean "all"."""
+    if value is None:
+        return None
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise RopefixError(
+            f"{value!r} names nothing. Give comma-separated names (e.g. --models qwen2_vl,qwen2_5_vl), or leave "
+            "the option out for all."
+        )
+    return names
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if args.path is not None:
         report = engine.scan_tree(args.path, models=models, rules=rules)
         print(json.dumps(report.to_json(), indent=1) if args.json else render(report))
-        return 0
+        return 1 if report.with_status(engine.UNREADABLE) else 0
     from ropefix.releases import sources  # the network and the cache only when releases are asked for
 
     reports: dict[str, engine.ScanReport] = {}
@@ -51,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({v: r.to_json() for v, r in reports.items()}, indent=1))
     else:
         print(table(reports))
-    return 0
+    return 1 if any(r.with_status(engine.UNREADABLE) for r in reports.values()) else 0
 
 
 def render(report: engine.ScanReport) -> str:
@@ -62,18 +73,19 @@ def render(report: engine.ScanReport) -> str:
             current = (s.model, s.file)
             out.append(f"{s.model}  {s.file}")
         out.append(f"  {s.line:>6}  {s.status:<13} {s.rule:<12} {s.shape:<30} {s.code[:70]}")
-    counts = {st: len(report.with_status(st)) for st in (AFFECTED, FIXED, UNKNOWN)}
+    counts = {st: len(report.with_status(st)) for st in (AFFECTED, FIXED, UNKNOWN, engine.UNREADABLE)}
+    unreadable = f", {counts[engine.UNREADABLE]} unreadable file(s)" if counts[engine.UNREADABLE] else ""
     out.append(
-        f"{counts[AFFECTED]} affected, {counts[FIXED]} fixed, {counts[UNKNOWN]} unknown-shape site(s) "
+        f"{counts[AFFECTED]} affected, {counts[FIXED]} fixed, {counts[UNKNOWN]} unknown-shape site(s){unreadable} "
         f"in {len({s.file for s in report.sites})} of {report.files_scanned} model file(s)"
     )
     if counts[AFFECTED]:
-        out.append(f"fix them with: ropefix apply {report.root}")
+        out.append(f"fix them with: ropefix apply {shlex.quote(report.root)}")
     return "\n".join(out)
 
 
 def cell(counts: dict[str, int] | None) -> str:
-    """``A2`` affected, ``ok`` all fixed, ``?1`` unknown shapes, ``-`` no site."""
+    """``A2`` affected, ``ok`` all fixed, ``?1`` unknown shapes, ``!1`` unreadable files, ``-`` no site."""
     if not counts:
         return "-"
     parts = []
@@ -81,6 +93,8 @@ def cell(counts: dict[str, int] | None) -> str:
         parts.append(f"A{counts[AFFECTED]}")
     if counts[UNKNOWN]:
         parts.append(f"?{counts[UNKNOWN]}")
+    if counts.get(engine.UNREADABLE):
+        parts.append(f"!{counts[engine.UNREADABLE]}")
     return " ".join(parts) or "ok"
 
 
@@ -92,5 +106,7 @@ def table(reports: dict[str, engine.ScanReport]) -> str:
     lines = [head]
     for v, counts in per.items():
         lines.append(f"{v:<9}" + "".join(f" {cell(counts.get(m)):>{width}}" for m in models))
-    lines.append("A<n>: affected sites, ?<n>: unknown shapes, ok: every site fixed, -: no site")
+    lines.append(
+        "A<n>: affected sites, ?<n>: unknown shapes, !<n>: unreadable files, ok: every site fixed, -: no site"
+    )
     return "\n".join(lines)

@@ -7,22 +7,26 @@ and pass each rule's safety check, or nothing is written at all.
 
 from __future__ import annotations
 
+import ast
 import difflib
 import hashlib
 import json
-import os
-import tempfile
+import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import libcst as cst
 
+from ropefix import files
 from ropefix.errors import RopefixError
 from ropefix.fix import cst as c
 from ropefix.fix import formatting
 from ropefix.fix.rules import AFFECTED, FIXED, UNKNOWN, Finding, Rule, select
 from ropefix.fix.rules.base import locate
 from ropefix.store import Store
+
+# A model file that does not decode as UTF-8 or does not parse: no rule judged anything in it.
+UNREADABLE = "unreadable"
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,7 @@ class ScanReport:
         out: dict[str, dict[str, int]] = {}
         for s in self.sites:
             counts = out.setdefault(s.model, {AFFECTED: 0, FIXED: 0, UNKNOWN: 0})
-            counts[s.status] += 1
+            counts[s.status] = counts.get(s.status, 0) + 1
         return dict(sorted(out.items()))
 
     def to_json(self) -> dict:
@@ -195,8 +199,8 @@ def _memo_save(store: Store) -> None:
     if not _MEMO_NEW:
         return
     data = {k: ([list(vars(f).values()) for f in found], probs) for k, (found, probs) in _MEMO.items()}
-    with store.lock("scan-memo"), store.atomic_file(_memo_file(store), "w") as fh:
-        json.dump(data, fh)
+    with store.lock("scan-memo"):
+        files.atomic_write(_memo_file(store), json.dumps(data))
     _MEMO_NEW = 0
 
 
@@ -287,6 +291,28 @@ def _sites(rel: str, model: str, found: list[tuple[str, Finding]]) -> list[Site]
     return [Site(model, rel, f.line, name, f.shape, f.status, " ".join(f.code.split())) for name, f in found]
 
 
+def unreadable(data: bytes, rel: str) -> tuple[int, str] | None:
+    """(line, why) when a model file is not UTF-8 Python 3 source, else None (memoised by content: a full
+    parse costs ~20 ms per modeling file, which a scan of many releases would pay again for every release)."""
+    global _MEMO_NEW
+    key = f"readable:{hashlib.sha256(data).hexdigest()}"
+    if key in _MEMO:
+        _, found = _MEMO[key]
+        return (int(found[0]), found[1]) if found else None
+    problem: tuple[int, str] | None = None
+    try:
+        compile(data.decode("utf-8"), rel, "exec", flags=ast.PyCF_ONLY_AST, dont_inherit=True)
+    except UnicodeDecodeError as e:
+        problem = (data.count(b"\n", 0, e.start) + 1, f"not UTF-8 (byte {data[e.start]:#04x} at offset {e.start})")
+    except SyntaxError as e:
+        problem = (e.lineno or 1, f"a syntax error ({e.msg})")
+    except ValueError as e:  # a NUL byte
+        problem = (data.count(b"\n", 0, max(data.find(b"\0"), 0)) + 1, f"not Python source ({e})")
+    _MEMO[key] = ([], [] if problem is None else [str(problem[0]), problem[1]])
+    _MEMO_NEW += 1
+    return problem
+
+
 def _wanted(data: bytes, rules: list[Rule]) -> bool:
     """Whether any rule could have a site in a file with these bytes (no decoding, no parsing)."""
     return any(
@@ -316,6 +342,9 @@ def scan_tree(
         if not _wanted(data, chosen):  # bytes first: most files never reach libcst
             continue
         rel = path.relative_to(root).as_posix()
+        if bad := unreadable(data, rel):
+            sites.append(Site(path.parent.name, rel, bad[0], "all", "unreadable", UNREADABLE, bad[1]))
+            continue
         sites += _sites(rel, path.parent.name, rewrite(data.decode(), chosen, fix=False).findings)
     if store is not None:
         _memo_save(store)
@@ -339,6 +368,12 @@ def apply_tree(
         if not _wanted(data, chosen):
             continue
         rel = path.relative_to(root).as_posix()
+        if bad := unreadable(data, rel):
+            raise RopefixError(
+                f"{rel} line {bad[0]}: {bad[1]}. ropefix reads model files as UTF-8 Python 3 source and cannot "
+                f"rewrite this one safely. Nothing was written. Fix or restore the file (in a checkout: "
+                f"`git checkout -- {shlex.quote(rel)}`) and retry."
+            )
         before = data.decode()
         done = rewrite(before, chosen, fix=True)
         fixed = [s for s in _sites(rel, path.parent.name, done.findings) if s.status == AFFECTED]
@@ -381,19 +416,5 @@ def check_text(rel: str, after: str, rules: list[Rule]) -> list[tuple[str, Findi
 
 
 def _write_all(root: Path, changes: list[FileChange]) -> None:
-    """Temp files first, then os.replace each: a crash leaves each file wholly old or wholly new."""
-    staged: list[tuple[str, Path]] = []
-    try:
-        for ch in changes:
-            dest = root / ch.file
-            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-            with os.fdopen(fd, "w", newline="") as fh:
-                fh.write(ch.after)
-            os.chmod(tmp, dest.stat().st_mode & 0o777)
-            staged.append((tmp, dest))
-        for tmp, dest in staged:
-            os.replace(tmp, dest)
-    finally:
-        for tmp, _ in staged:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+    """All files together (each wholly old or wholly new, every one staged before the first replace)."""
+    files.atomic_write_many((root / ch.file, ch.after) for ch in changes)
