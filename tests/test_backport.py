@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
+from fsutil import read_only
 from wheelenv import WHEEL_RELEASE
 
 from ropefix.errors import RopefixError
@@ -114,11 +116,19 @@ def test_cli_install_status_revert(
     monkeypatch.setattr(verdicts, "lookup", lambda release, store=None: proven)
     target = site / "transformers/models/qwen2_vl/modeling_qwen2_vl.py"
     before = target.read_bytes()
-    common = ["--site", str(site), "--patches", str(tmp_path / "patches")]
+    cwd = tmp_path / "read-only-cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    common = ["--site", str(site)]
     assert main(["backport", "--status", *common]) == 0
     assert "unpatched" in capsys.readouterr().out
-    assert main(["backport", "--install", "--to", VERSION, *common]) == 0
-    assert (tmp_path / "patches" / f"transformers-{VERSION}.patch").exists()
+    with read_only(cwd):  # the install writes only under the site (its state folder), never here
+        assert main(["backport", "--install", "--to", VERSION, *common]) == 0
+    assert list(cwd.iterdir()) == []
+    inst = install.find_installed(site)
+    assert (inst.state_dir / f"transformers-{VERSION}.patch").read_text() == patches.generate(
+        VERSION, release, backport.proven_plan(proven)
+    ).diff
     assert main(["backport", "--status", *common]) == 0
     assert f"transformers {VERSION} in {site}: patched" in capsys.readouterr().out
     assert main(["backport", "--install", *common]) == 0  # idempotent
@@ -131,6 +141,18 @@ def test_cli_install_status_revert(
     monkeypatch.setattr(verdicts, "lookup", lambda release, store=None: _proven_report({}, State.LATENT))
     assert main(["backport", "--install", *common]) == 1
     assert "proves nothing" in capsys.readouterr().err and target.read_bytes() == before
+    # installed from one verdict, then the verdict changes: named as ropefix's own install, with the way out
+    monkeypatch.setattr(verdicts, "lookup", lambda release, store=None: proven)
+    assert main(["backport", "--install", *common]) == 0
+    narrower = _proven_report({"qwen2_vl": ("rope-deltas",)})
+    monkeypatch.setattr(verdicts, "lookup", lambda release, store=None: narrower)
+    capsys.readouterr()
+    assert main(["backport", "--install", *common]) == 1
+    err = capsys.readouterr().err
+    assert "installed with rules rope-deltas, causal-mask" in err and "someone else" not in err and "--revert" in err
+    shutil.rmtree(inst.state_dir)
+    assert main(["backport", "--revert", *common]) == 1  # no record: an error, not "reverted 0 file(s)"
+    assert "no record" in capsys.readouterr().err
 
 
 def test_release_the_engine_cannot_patch_is_refused(tmp_path: Path) -> None:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import verdict_fixtures
 from test_engine import make_tree
+from upstream import FakeIndex, sdist_bytes
 
 from ropefix.main import build_parser, main
+from ropefix.prove import verdicts
+from ropefix.prove.verdict import Report, State
+from ropefix.releases import index
 
 
 @pytest.mark.parametrize(
@@ -53,3 +59,32 @@ def test_suggested_commands_are_shell_quoted(tmp_path: Path, capsys) -> None:
     assert f"ropefix apply '{root}' --models alpha_vl" in err
     assert main(["scan", str(root)]) == 0
     assert f"ropefix apply '{root}'" in capsys.readouterr().out
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeIndex]:
+    server = FakeIndex({v: sdist_bytes(v) for v in ("1.0.0", "1.0.1", "1.1.0")})
+    monkeypatch.setenv(index.ENV_VAR, server.url)
+    yield server
+    server.stop()
+
+
+def test_backport_takes_exact_releases_only(fake: FakeIndex, tmp_path: Path, monkeypatch, capsys) -> None:
+    asked: list[str] = []
+
+    def proven(release: str, store: object = None) -> Report:  # the verdict verify would give: qwen2_vl proven
+        asked.append(release)
+        return verdict_fixtures.report(State.REPRODUCED_FIXED, release=release)
+
+    monkeypatch.setattr(verdicts, "lookup", proven)
+    monkeypatch.chdir(tmp_path)
+    assert main(["backport", "--to", "1.0"]) == 1
+    err = capsys.readouterr().err
+    assert "1.0 is not an exact release" in err and "1.0.0, 1.0.1" in err and "1.1.0" not in err
+    assert asked == []  # refused before any verdict is looked up (or verify run)
+    assert list(tmp_path.iterdir()) == []  # nothing written, in the current folder least of all
+    assert main(["backport", "--to", "v1.0.1"]) == 0  # the tag spelling is accepted
+    assert "+++ b/src/transformers/models/qwen2_vl/modeling_qwen2_vl.py" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []  # without --out the patch goes to stdout
+    assert main(["backport", "--to", "1.0.1", "--out", "p"]) == 0
+    assert [p.name for p in (tmp_path / "p").iterdir()] == ["transformers-1.0.1.patch"]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from fsutil import read_only
 from wheelenv import WHEEL_RELEASE
 
 from ropefix.errors import RopefixError
@@ -127,3 +129,46 @@ def test_patch_for_another_release_is_refused(site: Path) -> None:
     with pytest.raises(RopefixError, match="backport --to 4.49.0"):
         ins.install(other, inst)
     assert ins.status(patch, inst).overall is ins.FileState.UNPATCHED
+
+
+def test_an_unwritable_state_folder_is_refused_before_any_change(site: Path) -> None:
+    inst = ins.find_installed(site)
+    patch = synthetic_patch(site)
+    snapshot = {rel: (site / rel).read_bytes() for rel in FILES}
+    (site / ins.STATE_DIR).mkdir()
+    with read_only(site / ins.STATE_DIR), pytest.raises(RopefixError, match="state folder") as e:
+        ins.install(patch, inst)
+    assert str(site / ins.STATE_DIR) in str(e.value) and "Nothing was changed" in str(e.value)
+    assert {rel: (site / rel).read_bytes() for rel in FILES} == snapshot
+
+
+def test_revert_without_its_state_is_an_error_when_files_are_patched(site: Path) -> None:
+    inst = ins.find_installed(site)
+    patch = synthetic_patch(site)
+    ins.install(patch, inst)
+    shutil.rmtree(site / ins.STATE_DIR)
+    with pytest.raises(RopefixError) as e:
+        ins.revert(inst)
+    assert "no record" in str(e.value) and FILES[0] in str(e.value) and "--force-reinstall" in str(e.value)
+    assert all((site / c.path).read_bytes() == c.patched for c in patch.changes)  # nothing pretended
+
+
+def test_an_install_with_other_rules_is_named_not_blamed_on_someone_else(site: Path) -> None:
+    inst = ins.find_installed(site)
+    only_mask = ins.Patch(VERSION, ("causal-mask",), synthetic_patch(site, FILES[:2]).changes)
+    ins.install(only_mask, inst)
+    snapshot = {rel: (site / rel).read_bytes() for rel in FILES}
+    everything = ins.Patch(VERSION, ("rope-deltas", "causal-mask"), synthetic_patch(site).changes)
+    everything = ins.Patch(
+        VERSION,
+        everything.rules,
+        tuple(
+            ins.FileChange(c.path, (site / c.path).read_bytes(), c.patched + b"# more\n") for c in everything.changes
+        ),
+    )
+    with pytest.raises(RopefixError) as e:
+        ins.install(everything, inst)
+    text = str(e.value)
+    assert "someone else" not in text
+    assert "installed with rules causal-mask" in text and "--revert" in text and "--status" in text
+    assert {rel: (site / rel).read_bytes() for rel in FILES} == snapshot

@@ -1,8 +1,16 @@
-"""``ropefix backport``: the fix for a pinned release: patches/, the installed files, or a patched wheel."""
+"""``ropefix backport``: the fix for a pinned release: printed (or written to --out), the installed files, or a
+patched wheel.
+
+It writes nowhere else: not the current folder (which may be read-only, or someone's checkout), only
+``--out`` when given (``--wheel``: ``out/wheels`` by default) and, for ``--install``, the install's state
+folder in site-packages.
+"""
 
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 from pathlib import Path
 
 from ropefix import ui
@@ -10,10 +18,19 @@ from ropefix.errors import RopefixError
 from ropefix.releases import index
 from ropefix.ship import backport, install, wheel
 
+WHEELS = Path("out/wheels")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("backport", help="patch a pinned transformers release (patches/ or the installed package)")
-    p.add_argument("--to", metavar="VERSION", help="the release to patch (default with an action: the installed one)")
+    p = sub.add_parser(
+        "backport",
+        help="patch a pinned transformers release (print the patch, patch the installed package, or a wheel)",
+    )
+    p.add_argument(
+        "--to",
+        metavar="VERSION",
+        help="the exact release to patch, e.g. 4.49.0 or v4.49.0 (default with an action: the installed one)",
+    )
     action = p.add_mutually_exclusive_group()
     action.add_argument("--install", action="store_true", help="apply it to the installed transformers")
     action.add_argument("--status", action="store_true", help="say whether the installed files are patched")
@@ -29,9 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--site", type=Path, help="site-packages holding transformers (default: this environment's)")
     p.add_argument(
-        "--patches", type=Path, default=Path("patches"), help="folder for the patch file (default patches/)"
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="write the patch as DIR/transformers-VERSION.patch (default: print it); with --wheel, the wheel's folder "
+        f"(default {WHEELS})",
     )
-    p.add_argument("--out", type=Path, default=Path("out/wheels"), help="folder for --wheel (default out/wheels)")
     p.set_defaults(func=run)
 
 
@@ -41,15 +61,22 @@ def run(args: argparse.Namespace) -> int:
     if not (args.install or args.status or args.revert):
         if not args.to:
             raise RopefixError("Say which release to patch: `ropefix backport --to 4.49.0` (or add --install).")
-        plan = backport.proven_plan(backport.verdict_for(args.to), args.force)
-        dest = backport.write_patch(backport.make_patch(args.to, plan=plan), args.patches)
-        print(f"wrote {dest}" + (" (UNPROVEN: --force)" if plan is None else ""))
+        release = _exact(args.to)  # before the verdict, which may take minutes to make
+        plan = backport.proven_plan(backport.verdict_for(release), args.force)
+        patch = backport.make_patch(release, plan=plan)
+        unproven = " (UNPROVEN: --force)" if plan is None else ""
+        if args.out is None:
+            sys.stdout.write(backport.unified_diff(patch))
+            if unproven:
+                ui.info(f"the patch above is{unproven}")
+        else:
+            print(f"wrote {backport.write_patch(patch, args.out)}{unproven}")
         return 0
     inst = install.find_installed(args.site)
     built = wheel.installed(inst)
     if built is not None:
         return _installed_wheel(args, inst, built)
-    if args.to and args.to != inst.version:
+    if args.to and _tag(args.to) != inst.version:
         raise RopefixError(
             f"--to {args.to} does not match the installed transformers {inst.version} in {inst.site}. Use "
             f"`--to {inst.version}`, or install {args.to} first."
@@ -68,23 +95,37 @@ def run(args: argparse.Namespace) -> int:
         return code
     plan = backport.proven_plan(backport.verdict_for(inst.version), args.force)
     patch = backport.make_patch(inst.version, plan=plan)
-    backport.write_patch(patch, args.patches)
-    return _show(install.install(patch, inst), "patched")
+    report = install.install(patch, inst, diff=backport.unified_diff(patch))
+    if args.out is not None:
+        ui.info(f"wrote {backport.write_patch(patch, args.out)}")
+    return _show(report, "patched")
+
+
+def _tag(text: str) -> str:
+    """``v4.49.0`` (the tag spelling) -> ``4.49.0``."""
+    return text.strip().removeprefix("v")
+
+
+def _exact(text: str) -> str:
+    from ropefix.releases import sources
+
+    return sources.exact_release(text)
 
 
 def _wheel(args: argparse.Namespace) -> int:
     if not args.to:
         raise RopefixError("Say which release to build: `ropefix backport --to 4.49.0 --wheel [--out DIR]`.")
-    report = backport.verdict_for(args.to)
+    release = _exact(args.to)
+    report = backport.verdict_for(release)
     # the same gate as --install, without its override: a wheel is installed by people who never see the verdict
     plan = backport.proven_plan(
         report, force=False, override="patch this one environment with `--install --force` (a wheel is never unproven)"
     )
-    index.pure_wheel(args.to)  # no pure-Python wheel on the index: say so before the release tree is fetched
-    ui.info(f"making the patch for transformers {args.to} on its own release tree")
-    patch = backport.make_patch(args.to, plan=plan)
-    built = wheel.build_release(args.to, patch, report)
-    dest, state = wheel.write(built, args.out, force=args.force)
+    index.pure_wheel(release)  # no pure-Python wheel on the index: say so before the release tree is fetched
+    ui.info(f"making the patch for transformers {release} on its own release tree")
+    patch = backport.make_patch(release, plan=plan)
+    built = wheel.build_release(release, patch, report)
+    dest, state = wheel.write(built, args.out or WHEELS, force=args.force)
     prov = built.provenance
     print(f"{state} {dest} ({len(built.data) / 1e6:.1f} MB, sha256 {built.sha256})")
     print(
@@ -96,7 +137,7 @@ def _wheel(args: argparse.Namespace) -> int:
 
 def _installed_wheel(args: argparse.Namespace, inst: install.Installed, built: wheel.Provenance) -> int:
     """A transformers installed from a ropefix wheel: its files are patched by the wheel, not by --install."""
-    if args.to and args.to not in (built.release, built.version):
+    if args.to and _tag(args.to) not in (built.release, built.version):
         raise RopefixError(
             f"--to {args.to} does not match the installed transformers {built.version} (a ropefix wheel of "
             f"{built.release}) in {inst.site}. Use `--to {built.release}`, or install {args.to} first."
@@ -118,8 +159,15 @@ def _installed_wheel(args: argparse.Namespace, inst: install.Installed, built: w
 def _show(report: install.InstallReport, verb: str | None) -> int:
     for path, state in sorted(report.files.items()):
         print(f"{state.value:<10} {path}")
-    if verb:
+    if verb == "reverted" and not report.files:
+        print(
+            f"nothing to revert: transformers {report.version} in {report.site} is not patched by ropefix "
+            "(its model files match the wheel's RECORD)"
+        )
+    elif verb:
         print(f"{verb} {len(report.changed)} file(s) of transformers {report.version} in {report.site}")
     else:
         print(f"transformers {report.version} in {report.site}: {report.overall.value}")
+    if verb == "patched":
+        print(f"undo with: ropefix backport --revert --site {shlex.quote(str(report.site))}")
     return 1 if report.overall is install.FileState.MODIFIED and verb is None else 0

@@ -58,7 +58,15 @@ def format_lines(text: str, lines: list[tuple[int, int]]) -> str:
         for first, last in sorted(set(lines), reverse=True):
             # ``--range=A-B`` ends at column 1 of line B, so B = last + 1 covers the last line whole
             done = proc.run(
-                [ruff(), "format", "--isolated", f"--line-length={LINE_LENGTH}", f"--range={first}-{last + 1}", path]
+                [
+                    ruff(),
+                    "format",
+                    "--isolated",
+                    "--no-cache",
+                    f"--line-length={LINE_LENGTH}",
+                    f"--range={first}-{last + 1}",
+                    path,
+                ]
             )
             if not done.ok:
                 raise RopefixError(f"ruff could not format rewritten code (a bug in a rule).\n{done.describe()}")

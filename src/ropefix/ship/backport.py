@@ -1,9 +1,10 @@
 """Backports: the fix for one pinned release, made by the engine on that release's own tree.
 
 No line numbers are shifted from another release: the fix engine rewrites the release's own
-files (a dry run: the rewritten text stays in memory), and the difference is the patch. It is kept as a value (``install.Patch``,
-with the paths an installed wheel uses) and as a unified diff in ``patches/`` that applies to a
-release checkout with ``git apply`` or ``patch -p1``.
+files (a dry run: the rewritten text stays in memory), and the difference is the patch. It is kept as a
+value (``install.Patch``, with the paths an installed wheel uses) and as a unified diff that applies to a
+release checkout with ``git apply`` or ``patch -p1``: printed, written only where asked (``--out``), or,
+for an install, kept in the install's state folder beside its backups.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ropefix.errors import RopefixError
+from ropefix.files import atomic_write
 from ropefix.fix import rules as rules_mod
 from ropefix.prove.verdict import Report
 from ropefix.ship.install import FileChange, Patch
@@ -50,7 +52,7 @@ def make_patch(
     if not changes:
         raise RopefixError(
             f"The fix engine changes nothing in transformers {version} with rules {', '.join(chosen)}: the release "
-            f"is already safe there, or its code has a shape no rule knows (see `ropefix scan --version {version}`). "
+            f"is already safe there, or its code has a shape no rule knows (see `ropefix scan --versions {version}`). "
             "No patch was written. If the release still fails, `ropefix.hotfix(model)` guards it at run time."
         )
     return Patch(version, chosen, changes, plan)
@@ -67,12 +69,7 @@ def unified_diff(patch: Patch) -> str:
 
 
 def write_patch(patch: Patch, folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    dest = folder / patch_name(patch.version)
-    tmp = dest.with_name(f".{dest.name}.part")
-    tmp.write_text(unified_diff(patch))
-    tmp.replace(dest)
-    return dest
+    return atomic_write(folder / patch_name(patch.version), unified_diff(patch))
 
 
 def _installed_path(rel: str, prefix: str) -> str:

@@ -16,13 +16,14 @@ import enum
 import hashlib
 import importlib.metadata as md
 import json
-import os
-import tempfile
+import shlex
+import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ropefix.errors import RopefixError
+from ropefix.files import atomic_write, check_writable
 
 DIST = "transformers"
 STATE_DIR = ".ropefix"
@@ -122,9 +123,18 @@ def status(patch: Patch, inst: Installed) -> InstallReport:
     return InstallReport(inst.version, inst.site, {c.path: _state(c, inst) for c in patch.changes})
 
 
-def install(patch: Patch, inst: Installed, *, write: Callable[[Path, bytes], None] | None = None) -> InstallReport:
-    """Apply ``patch`` to ``inst``; idempotent. ``write`` replaces the atomic writer (tests inject failures)."""
+def install(
+    patch: Patch,
+    inst: Installed,
+    *,
+    diff: str | None = None,
+    write: Callable[[Path, bytes], object] | None = None,
+) -> InstallReport:
+    """Apply ``patch`` to ``inst``; idempotent. ``diff`` (the patch as text) is kept in the state folder beside
+    the backups, the one place an install writes besides the patched files. ``write`` replaces the atomic
+    writer (tests inject failures)."""
     before = status(patch, inst)
+    _refuse_other_install(patch, inst)
     modified = [p for p, s in before.files.items() if s is FileState.MODIFIED]
     if modified:
         raise RopefixError(
@@ -137,9 +147,7 @@ def install(patch: Patch, inst: Installed, *, write: Callable[[Path, bytes], Non
         return before
     _check_writable(inst, todo)
     writer = write or atomic_write
-    for c in todo:  # back up first: the originals are what --revert restores
-        atomic_write(inst.state_dir / "originals" / c.path, c.original)
-    _save_state(inst, patch)
+    _save_backups(inst, patch, todo, diff)  # back up first: the originals are what --revert restores
     done: list[FileChange] = []
     try:
         for c in todo:
@@ -160,9 +168,23 @@ def install(patch: Patch, inst: Installed, *, write: Callable[[Path, bytes], Non
 
 
 def revert(inst: Installed) -> InstallReport:
-    """Restore the originals ropefix backed up, byte-identical (checked against RECORD); idempotent."""
+    """Restore the originals ropefix backed up, byte-identical (checked against RECORD); idempotent.
+
+    Without ropefix's record (never patched, already reverted, or the state folder deleted) nothing can be
+    restored: that is fine when the model files match the wheel's RECORD (an empty report), and an error
+    naming the changed files otherwise, never a silent "reverted 0 files".
+    """
     state = _load_state(inst)
     if state is None:
+        changed = [p for p in _model_files(inst) if _sha_of(inst.site / p) != inst.record[p]]
+        if changed:
+            shown = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
+            raise RopefixError(
+                f"There is no record of a ropefix install in {inst.state_dir} (it was deleted, or the files were "
+                f"changed by other means), but these files of transformers {inst.version} differ from the wheel's "
+                f"RECORD: {shown}. Without its backups ropefix cannot restore them; nothing was changed. Reinstall "
+                f"with that environment's pip: `pip install --force-reinstall --no-deps transformers=={inst.version}`."
+            )
         return InstallReport(inst.version, inst.site, {})
     files: dict[str, dict[str, str]] = state["files"]
     originals: dict[str, bytes] = {}
@@ -203,28 +225,67 @@ def recorded_rules(inst: Installed) -> list[str] | None:
     return list(state["rules"]) if state else None
 
 
-def atomic_write(dest: Path, data: bytes) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+def _refuse_other_install(patch: Patch, inst: Installed) -> None:
+    """An install made with other rules (another proven plan, or the static patch of --force) is ropefix's own
+    work, not someone else's edit: say what it was made with and how to switch or keep it."""
+    state = _load_state(inst)
+    if state is None or (tuple(state["rules"]) == patch.rules and state.get("plan") == patch.plan):
+        return
+    if any(_sha_of(inst.site / p) != d["patched"] for p, d in state["files"].items()):
+        return  # not (only) what ropefix wrote: the checks that follow name the files
+    site = shlex.quote(str(inst.site))
+    raise RopefixError(
+        f"transformers {inst.version} in {inst.site} is already patched by ropefix, installed with rules "
+        f"{', '.join(state['rules'])} ({_describe_plan(state.get('plan'))}); this install would apply rules "
+        f"{', '.join(patch.rules)} ({_describe_plan(patch.plan)}). Nothing was changed. To switch, revert and "
+        f"install again: `ropefix backport --revert --site {site}`, then `ropefix backport --install --site {site}`. "
+        f"To keep the current install, nothing is needed (`ropefix backport --status --site {site}` checks it)."
+    )
+
+
+def _describe_plan(plan: dict[str, list[str]] | None) -> str:
+    if not plan:
+        return "the unproven static patch, --force"
+    return "proven for " + "; ".join(f"{family}: {', '.join(rules)}" for family, rules in sorted(plan.items()))
+
+
+def _model_files(inst: Installed) -> list[str]:
+    """The files a ropefix patch can touch: model sources listed in RECORD."""
+    return sorted(p for p in inst.record if p.startswith("transformers/models/") and p.endswith(".py"))
+
+
+def _sha_of(path: Path) -> str | None:
+    data = _read(path)
+    return None if data is None else sha256(data)
+
+
+def _save_backups(inst: Installed, patch: Patch, todo: list[FileChange], diff: str | None) -> None:
+    """The originals, the state and the patch text, in ``<site>/.ropefix/``; all of them or none."""
+    existed = inst.state_dir.exists()
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if dest.exists():
-            os.chmod(tmp, dest.stat().st_mode & 0o7777)
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+        inst.state_dir.mkdir(parents=True, exist_ok=True)
+        check_writable(inst.state_dir)
+        for c in todo:
+            atomic_write(inst.state_dir / "originals" / c.path, c.original)
+        if diff is not None:
+            atomic_write(inst.state_dir / f"{DIST}-{patch.version}.patch", diff)
+        _save_state(inst, patch)
+    except OSError as e:
+        if not existed:
+            _remove_state(inst)
+        raise RopefixError(
+            f"Cannot write ropefix's state folder {inst.site / STATE_DIR} ({e.strerror or e}), where the backups "
+            "that --revert restores must go. Nothing was changed. Make that folder writable (or remove it if it is "
+            "a leftover), or use `ropefix.hotfix(model)`, which changes no files."
+        ) from e
 
 
 def _check_matches(patch: Patch, inst: Installed) -> None:
     if patch.version != inst.version:
         raise RopefixError(
             f"The patch is for transformers {patch.version} but {inst.site} holds {inst.version}. "
-            f"Run `ropefix backport --to {inst.version} --install` for the installed release."
+            f"Run `ropefix backport --to {inst.version} --install --site {shlex.quote(str(inst.site))}` for the "
+            "installed release."
         )
     missing = [c.path for c in patch.changes if c.path not in inst.record]
     if missing:
@@ -251,9 +312,7 @@ def _check_writable(inst: Installed, changes: Iterable[FileChange]) -> None:
     folders = {(inst.site / c.path).parent for c in changes} | {inst.site}
     for folder in sorted(folders):
         try:
-            fd, probe = tempfile.mkstemp(dir=folder, prefix=".ropefix-probe.")
-            os.close(fd)
-            os.unlink(probe)
+            check_writable(folder)
         except OSError as e:
             raise RopefixError(
                 f"Cannot write to {folder} ({e.strerror}): the site-packages is read-only for this user. Nothing was "
@@ -285,8 +344,6 @@ def _load_state(inst: Installed) -> dict | None:
 
 
 def _remove_state(inst: Installed) -> None:
-    import shutil
-
     shutil.rmtree(inst.state_dir, ignore_errors=True)
     with contextlib.suppress(OSError):
         (inst.site / STATE_DIR).rmdir()
