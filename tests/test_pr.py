@@ -237,3 +237,114 @@ def test_unproven_edits_only_with_the_flag_and_marked(tmp_path: Path) -> None:
         "UNPROVEN (no failing layout; included by --unproven): rope-deltas: toy_vl"
         in (tmp_path / "out" / "PR_BODY.md").read_text()
     )
+
+
+# -- nothing the user has is lost ----------------------------------------------------------------------
+
+
+def test_a_non_empty_out_is_refused_and_nothing_in_it_is_removed(tmp_path: Path) -> None:
+    repo = _affected_repo(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "0001-my-own.patch").write_text("my series\n")
+    (out / "PR_BODY.md").write_text("my notes\n")
+    before = (repo.branches(), repo.head())
+    with pytest.raises(RopefixError) as e:
+        pr.make_pr(
+            "v0.0.1",
+            repo=str(repo.path),
+            out=out,
+            python="false",
+            evidence=None,
+            report=_toy_report(State.REPRODUCED_FIXED),
+        )
+    assert str(out) in str(e.value) and "0001-my-own.patch" in str(e.value) and "--force" in str(e.value)
+    assert (out / "0001-my-own.patch").read_text() == "my series\n" and (
+        out / "PR_BODY.md"
+    ).read_text() == "my notes\n"
+    assert (repo.branches(), repo.head()) == before  # refused before any branch was made
+    result = pr.make_pr(
+        "v0.0.1",
+        repo=str(repo.path),
+        out=out,
+        python="false",
+        evidence=None,
+        force=True,
+        report=_toy_report(State.REPRODUCED_FIXED),
+    )
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("out.ropefix-moved-")]
+    assert len(aside) == 1 and (aside[0] / "0001-my-own.patch").read_text() == "my series\n"
+    assert (aside[0] / "PR_BODY.md").read_text() == "my notes\n"
+    assert sorted(p.name for p in out.glob("*.patch")) == [p.name for p in result.patches]
+
+
+def test_a_rerun_replaces_its_own_outputs_but_not_an_edited_one(tmp_path: Path) -> None:
+    repo = _affected_repo(tmp_path)
+    out = tmp_path / "out"
+    first = pr.make_pr(
+        "v0.0.1",
+        repo=str(repo.path),
+        out=out,
+        python="false",
+        evidence=None,
+        report=_toy_report(State.REPRODUCED_FIXED),
+    )
+    second = pr.make_pr(
+        "v0.0.1",
+        repo=str(repo.path),
+        out=out,
+        python="false",
+        evidence=None,
+        report=_toy_report(State.REPRODUCED_FIXED),
+    )  # no --force needed
+    assert second.branch != first.branch and (out / "PR_BODY.md").exists()
+    assert sorted(p.name for p in out.glob("*.patch")) == [p.name for p in second.patches]
+    (out / "PR_BODY.md").write_text((out / "PR_BODY.md").read_text() + "- [x] ticked by hand\n")
+    with pytest.raises(RopefixError, match="PR_BODY.md"):
+        pr.make_pr(
+            "v0.0.1",
+            repo=str(repo.path),
+            out=out,
+            python="false",
+            evidence=None,
+            report=_toy_report(State.REPRODUCED_FIXED),
+        )
+    assert "ticked by hand" in (out / "PR_BODY.md").read_text()
+
+
+def test_a_dirty_pr_work_tree_in_the_cache_is_kept(tmp_path: Path) -> None:
+    work = _affected_repo(tmp_path)
+    bare = git.clone_bare(str(work.path), tmp_path / "upstream.git")
+    first = pr.make_pr(
+        "v0.0.1",
+        repo=str(bare.path),
+        out=tmp_path / "out1",
+        python="false",
+        evidence=None,
+        report=_toy_report(State.REPRODUCED_FIXED),
+    )
+    assert first.tree is not None and first.tree.name == "pr-v0.0.1"
+    edited = first.tree / "src/transformers/models/toy_vl/modeling_toy_vl.py"
+    edited.write_text(edited.read_text() + "# my follow-up edit\n")
+    with pytest.raises(RopefixError) as e:
+        pr.make_pr(
+            "v0.0.1",
+            repo=str(bare.path),
+            out=tmp_path / "out2",
+            python="false",
+            evidence=None,
+            report=_toy_report(State.REPRODUCED_FIXED),
+        )
+    assert str(first.tree) in str(e.value) and "uncommitted" in str(e.value)
+    assert edited.read_text().endswith("# my follow-up edit\n")
+    git.Repo(first.tree).run("checkout", "--", ".")  # once clean, a re-run replaces it (its branch is kept)
+    again = pr.make_pr(
+        "v0.0.1",
+        repo=str(bare.path),
+        out=tmp_path / "out2",
+        python="false",
+        evidence=None,
+        report=_toy_report(State.REPRODUCED_FIXED),
+    )
+    assert again.tree == first.tree and again.branch != first.branch
+    assert first.branch in git.Repo(again.tree).branches()  # the earlier topic branch and its commits stay

@@ -180,6 +180,7 @@ def step_pr(ctx: Context) -> StepResult:
         python=ctx.data("environment", "python"),
         evidence=None,
         report=ctx.report(),
+        force=True,  # out/run/pr is this job's own folder: an edited earlier PR body is moved aside, not lost
     )
     if made.safe:
         return StepResult("pr", StepStatus.SKIPPED, made.why_nothing)

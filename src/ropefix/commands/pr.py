@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ropefix import ui
 from ropefix.ship import pr
 
 
@@ -23,7 +24,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"upstream: a URL, a bare repo or a clean checkout (default {pr.UPSTREAM})",
     )
     p.add_argument("--issue", metavar="URL", help="the issue this PR fixes (linked in PR_BODY.md)")
-    p.add_argument("--out", type=Path, default=Path("out/pr"), help="where the series and PR body go (default out/pr)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("out/pr"),
+        help="where the series and PR body go (default out/pr); a folder holding other files is refused",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="use an --out holding other files: the old folder is moved aside first"
+    )
     p.add_argument("--python", help="interpreter that can import the tree at --base (verify and the tests' configs)")
     p.add_argument("--verdict", type=Path, metavar="FILE", help="a `ropefix verify --json` report for --base to use")
     p.add_argument(
@@ -44,7 +53,10 @@ def run(args: argparse.Namespace) -> int:
         python=args.python,
         report=report,
         unproven=args.unproven,
+        force=args.force,
     )
+    if result.note:
+        ui.info(result.note)
     if result.safe:
         print(f"{args.base}: {result.why_nothing}. Nothing was produced.")
         return 0

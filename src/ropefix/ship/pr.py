@@ -8,10 +8,19 @@ applied only to the families a failing layout proved it for, rope-deltas first w
 tests -> upstream's checks -> ``out/pr/``: the format-patch series, PR_BODY.md (with the evidence
 table), CHECKS.md -> proof that the series applies with ``git am`` on a clean REF. Nothing proven:
 no series, and the result says why. ``unproven=True`` adds static matches in a last commit marked so.
+
+Outputs are built in a scratch folder beside ``out`` and moved in only once proven, with a manifest
+(``.ropefix-pr.json``: name -> sha256) of what was written. A later run replaces exactly those files
+when they are unchanged; anything else in ``out`` (the user's own patches, a PR_BODY.md ticked by
+hand) makes it refuse, or with ``force`` move the old folder aside whole. Nothing is deleted that
+ropefix did not write, and the cache's ``pr-<base>`` work tree is only replaced when clean.
 """
 
 from __future__ import annotations
 
+import datetime
+import hashlib
+import json
 import re
 import shutil
 import tempfile
@@ -20,6 +29,7 @@ from pathlib import Path
 
 from ropefix import git, proc, ui
 from ropefix.errors import RopefixError
+from ropefix.files import atomic_write
 from ropefix.fix import engine
 from ropefix.fix.rules import REGISTRY, select
 from ropefix.prove.verdict import Report
@@ -28,6 +38,7 @@ from ropefix.store import Store
 
 UPSTREAM = "https://github.com/huggingface/transformers"
 TOPIC = "fix-rope-deltas-device"
+MANIFEST = ".ropefix-pr.json"  # in out/: what the last run wrote (name -> sha256)
 
 
 @dataclass
@@ -46,6 +57,7 @@ class PrResult:
     report: Report | None = None  # the verdict the series rests on
     unproven: list[str] = field(default_factory=list)  # "rule: families" committed without proof (--unproven)
     why_nothing: str = ""  # when no series was made: why (safe, or nothing proven)
+    note: str = ""  # what happened to an earlier out/ (moved aside with force)
 
 
 def open_checkout(repo: str | None, base: str, store: Store) -> tuple[git.Repo, str, bool]:
@@ -66,9 +78,28 @@ def open_checkout(repo: str | None, base: str, store: Store) -> tuple[git.Repo, 
     sha = _resolve(mirror, base, target)
     path = store.path("worktrees", f"pr-{base.replace('/', '-')}")
     if path.exists():
-        shutil.rmtree(path)
-        mirror.run("worktree", "prune")
+        _replace_pr_tree(path)
     return mirror.worktree_add(path, sha), sha, False
+
+
+def _replace_pr_tree(path: Path) -> None:
+    """The previous run's work tree goes only when it holds nothing but what git has (its branch stays)."""
+    if not git.is_repo(path):
+        raise RopefixError(
+            f"{path} exists but is no git work tree (its repository was cleared?), so ropefix cannot tell whether "
+            "it holds your work. Look at it, move what you need, delete it, and rerun."
+        )
+    tree = git.Repo(path)
+    unsaved = tree.unsaved_paths()
+    if unsaved:
+        raise RopefixError(
+            f"The cache's PR work tree {path} (from an earlier `ropefix pr`) has uncommitted, untracked or ignored "
+            f"files ({', '.join(unsaved[:5])}). A new run would replace it: commit them on its branch "
+            f"({tree.current_branch() or 'detached'}) or copy them elsewhere, then rerun. Nothing was changed."
+        )
+    # Clean: only bytecode and tool caches go; its branch and commits stay (in whichever mirror owns it).
+    owner = git.Repo(Path(tree.run("rev-parse", "--path-format=absolute", "--git-common-dir")))
+    owner.worktree_remove(path, force=True)
 
 
 def _resolve(repo: git.Repo, base: str, where: str) -> str:
@@ -92,18 +123,22 @@ def make_pr(
     evidence: Path | None = Path("out/matrix.md"),
     report: Report | None = None,
     unproven: bool = False,
+    force: bool = False,
 ) -> PrResult:
     """``report``: the verdict for ``base`` (looked up or made by verify when not given); only its proven
     rules are committed, each to the families it was proven for. ``evidence``: a matrix table for the body
-    (default out/matrix.md when present; else the verdict's own table)."""
+    (default out/matrix.md when present; else the verdict's own table). ``force`` moves a non-empty ``out``
+    holding files this kit did not write (or that were edited) aside."""
     store = store or Store()
     out = out.resolve()  # git runs in the work tree: relative paths would land there
+    previous = _check_out(out, force)  # before any branch is made: a refusal changes nothing
     work, base_sha, own = open_checkout(repo, base, store)
     root = work.path
     result = PrResult(base, safe=False, out=out, tree=root)
     original = work.current_branch() or work.head()
     branch = work.fresh_branch_name(f"{TOPIC}-{base.replace('/', '-')}")
     work.create_branch(branch, base_sha)  # scan what REF holds, not what happened to be checked out
+    staging: Path | None = None
     try:
         touched: list[str] = []
         if not engine.scan_tree(root).affected:
@@ -122,16 +157,78 @@ def make_pr(
         ui.info(f"running upstream's checks on {len(touched)} touched file(s)")
         result.checks = upstream_checks.run_checks(root, touched)
         gate = upstream_checks.detect_gate(root)
-        _write_out(work, base_sha, result, issue, evidence, gate)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.pr-"))
+        _write_out(work, base_sha, result, issue, evidence, gate, staging)
         _prove(work, base_sha, result.patches)
+        result.note = _publish(staging, out, previous)
+        result.patches = [out / p.name for p in result.patches]
     except BaseException:
-        # nothing half-done: the topic branch and the written series go, the checkout is as it was
-        for written in [*result.patches, out / "PR_BODY.md", out / "CHECKS.md"]:
-            written.unlink(missing_ok=True)
+        # nothing half-done: the topic branch goes, the checkout is as it was, out/ is untouched
         if result.safe is False:
             _abandon(work, branch, original, own)
         raise
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
     return result
+
+
+def _check_out(out: Path, force: bool) -> list[str]:
+    """The names of an earlier run's unchanged outputs, which a new run replaces. An ``out`` holding anything
+    else is refused, or with ``force`` left for ``_publish`` to move aside (then nothing is listed)."""
+    if not out.exists():
+        return []
+    if not out.is_dir():
+        raise RopefixError(f"--out {out} is a file, not a folder. Choose a folder for the PR's outputs.")
+    present = sorted(p.name for p in out.iterdir() if p.name != MANIFEST)
+    ours = _manifest(out)
+    foreign = [n for n in present if n not in ours or _sha(out / n) != ours[n]]
+    if foreign and not force:
+        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        raise RopefixError(
+            f"--out {out} holds files an earlier `ropefix pr` did not write, or that were edited since ({shown}). "
+            "Nothing was changed. Choose an empty or new folder, or rerun with --force, which moves the whole "
+            "folder aside (nothing is deleted)."
+        )
+    return [] if foreign else present
+
+
+def _publish(staging: Path, out: Path, previous: list[str]) -> str:
+    """Move the proven outputs into ``out``: the earlier run's own files are replaced; a folder holding anything
+    else was refused by ``_check_out`` unless forced, and is now moved aside whole."""
+    note = ""
+    if out.exists() and any(out.iterdir()) and not _only_ours(out, previous):
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        aside = out.with_name(f"{out.name}.ropefix-moved-{stamp}")
+        out.rename(aside)
+        note = f"moved the previous contents of {out} to {aside}"
+    out.mkdir(parents=True, exist_ok=True)
+    for name in previous:
+        (out / name).unlink(missing_ok=True)  # unchanged since the earlier run wrote it (checked by sha256)
+    written = {}
+    for path in sorted(staging.iterdir()):
+        data = path.read_bytes()
+        atomic_write(out / path.name, data)
+        written[path.name] = hashlib.sha256(data).hexdigest()
+    atomic_write(out / MANIFEST, json.dumps({"files": written}, indent=1) + "\n")
+    return note
+
+
+def _only_ours(out: Path, previous: list[str]) -> bool:
+    return {p.name for p in out.iterdir()} <= {*previous, MANIFEST}
+
+
+def _manifest(out: Path) -> dict[str, str]:
+    try:
+        data = json.loads((out / MANIFEST).read_text())
+        return {str(k): str(v) for k, v in data["files"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def _sha(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
 def _verdict_for(base: str, root: Path, python: str | None, store: Store) -> Report:
@@ -260,12 +357,8 @@ def _message(rule: str, summary: str, models: list[str], rep: engine.ApplyReport
 
 
 def _write_out(
-    work: git.Repo, base_sha: str, result: PrResult, issue: str | None, evidence: Path | None, gate: str
+    work: git.Repo, base_sha: str, result: PrResult, issue: str | None, evidence: Path | None, gate: str, out: Path
 ) -> None:
-    out = result.out
-    out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("*.patch"):
-        old.unlink()
     result.patches = work.format_patch(f"{base_sha}..HEAD", out)
     _, template = prbody.find_template(work.path)
     checks_line = "\n".join(f"- `{c.name}`: {c.status}" for c in result.checks) + f"\n- gate detected: `{gate}`"
@@ -280,8 +373,8 @@ def _write_out(
         notes=[f"no test generated for {u}" for u in result.untested]
         + [f"UNPROVEN (no failing layout; included by --unproven): {u}" for u in result.unproven],
     )
-    (out / "PR_BODY.md").write_text(prbody.render(ctx, template))
-    (out / "CHECKS.md").write_text(upstream_checks.render(result.checks, gate))
+    atomic_write(out / "PR_BODY.md", prbody.render(ctx, template))
+    atomic_write(out / "CHECKS.md", upstream_checks.render(result.checks, gate))
 
 
 def _evidence(result: PrResult, matrix: Path | None) -> str | None:
