@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -79,3 +80,23 @@ def test_atomic_dir_appears_whole_or_not_at_all(tmp_path: Path) -> None:
     with files.atomic_dir(tmp_path / "d", scratch) as tmp:
         (tmp / "f").write_text("x")
     assert (tmp_path / "d" / "f").read_text() == "x"
+
+
+# Writers that are not files.py's own: scratch copies in temporary folders, which no user sees.
+SCRATCH = {"fix/formatting.py"}
+HAND_ROLLED = re.compile(
+    r"\.write_text\(|\.write_bytes\(|os\.replace\(|\.replace\(\w+\)|mkstemp\(|open\([^)]*['\"][wa]b?['\"]"
+)
+
+
+def test_every_writer_in_the_kit_goes_through_files() -> None:
+    src = Path(__file__).parents[1] / "src" / "ropefix"
+    offenders = []
+    for path in sorted(src.rglob("*.py")):
+        rel = path.relative_to(src).as_posix()
+        if rel in SCRATCH or rel == "files.py":
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if HAND_ROLLED.search(line):
+                offenders.append(f"{rel}:{n}: {line.strip()}")
+    assert offenders == []
