@@ -9,6 +9,7 @@ folder in site-packages.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import sys
 from pathlib import Path
@@ -107,8 +108,16 @@ def _tag(text: str) -> str:
 
 
 def _exact(text: str) -> str:
-    from ropefix.releases import sources
+    """The exact release ``--to`` names (``v`` stripped). One the verdicts know (they are kept per exact release)
+    needs no index; anything else must be an exact release the index lists: ``4.51`` is refused with the 4.51.x
+    releases, never read as 4.51.0."""
+    from ropefix.prove import verdicts
+    from ropefix.releases import sources, versions
 
+    name = _tag(text)
+    with contextlib.suppress(RopefixError):
+        if str(versions.parse(name)) == name and name.count(".") >= 2 and verdicts.lookup(name) is not None:
+            return name
     return sources.exact_release(text)
 
 
