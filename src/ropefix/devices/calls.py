@@ -3,7 +3,8 @@
 Device queries (``.device``, ``.is_cuda``, ``.get_device()``), moves (``.to`` in every form,
 ``.cuda()``, ``.cpu()``, ``.type(...)``), kernels whose generated wrappers check devices
 argument by argument (mm, addmm, bmm, matmul, linear, index_select, embedding, gather, cat,
-stack), indexing, ``.numpy()``, ``repr`` and gradients. Metadata reads pass straight through.
+stack), indexing, ``.numpy()``, ``repr`` and gradients. Metadata reads and views pass straight
+through: a view shares its base's storage, where the device is kept.
 """
 
 from __future__ import annotations
@@ -68,41 +69,53 @@ FACTORIES = [
 
 # Shape calls: ``self`` is their only tensor parameter; sizes, dims and counts are integers, so a
 # 0-dim tensor passed there is read as a number (``x.expand(-1, w)`` with a cuda ``w``) and never
-# compared with ``self``'s device.
-_SHAPE_CALLS = [
-    "expand",
+# compared with ``self``'s device. Views among them share ``self``'s storage, where the device is
+# kept, so they pass straight through (no check, no tag); the others may copy and are tagged.
+_VIEWS = [
     "view",
-    "reshape",
-    "repeat",
-    "tile",
-    "narrow",
-    "permute",
+    "view_as",
+    "expand",
+    "expand_as",
     "transpose",
+    "t",
+    "permute",
     "select",
+    "narrow",
     "unsqueeze",
     "squeeze",
-    "flatten",
-    "unflatten",
     "split",
     "chunk",
-    "roll",
+    "unflatten",
     "movedim",
-    "new_zeros",
-    "new_ones",
-    "new_empty",
-    "new_full",
+    "unbind",
+    "detach",
+    "diagonal",
+    "swapaxes",
+    "as_strided",
 ]
-SHAPE_CALLS = [getattr(Tensor, m) for m in _SHAPE_CALLS] + [
-    getattr(torch, m) for m in _SHAPE_CALLS if not m.startswith(("new_", "expand", "view", "repeat"))
-]
+_SHAPE_COPIES = ["reshape", "repeat", "tile", "flatten", "roll", "new_zeros", "new_ones", "new_empty", "new_full"]
+
+
+def _methods_and_functions(names: list[str]) -> list[Any]:
+    return [getattr(Tensor, m) for m in names] + [getattr(torch, m) for m in names if hasattr(torch, m)]
+
+
+VIEWS = [*_methods_and_functions(_VIEWS), Tensor.data.__get__, Tensor.T.__get__, Tensor.mT.__get__]
 
 UNCHECKED = [
-    *(getattr(Tensor, m) for m in ["copy_", "expand_as", "view_as", "reshape_as", "new_tensor", "set_"]),
-    *SHAPE_CALLS,
+    *(getattr(Tensor, m) for m in ["copy_", "reshape_as", "new_tensor", "set_"]),
+    *_methods_and_functions(_SHAPE_COPIES),
     Tensor.data.__set__,
     Tensor.grad.__set__,
     torch.broadcast_tensors,
 ]
+
+
+_SELF_MAT2 = ("self", "mat2")
+_SELF_INDEX = ("self", "index")
+_ADDMM = ("self", "mat1", "mat2")
+# Index parts of basic indexing: the result is a view of the indexed tensor, so where it is.
+_BASIC_INDEX = frozenset({int, bool, slice, type(None), type(Ellipsis)})
 
 
 class Calls:
@@ -115,21 +128,21 @@ class Calls:
         op: Callable[[Any, tuple, dict | None], Any]
         factory: Handler
         unchecked: Handler
-        checked: Callable[[Any, tuple, dict, str, list[tuple[str, Tensor]]], Any]
+        checked: Callable[[Any, tuple, dict, str, tuple[str, ...] | str, Any], Any]
         move: Callable[..., Tensor]
 
     def table(self) -> dict[Any, Handler | None]:
         """func -> handler; ``None`` for a plain pass-through."""
-        wrap = self.wrapper
 
         def checked(method: str, *names: str) -> Handler:
             def handler(func: Any, args: tuple, kwargs: dict) -> Any:
-                ts = [a for a in (*args, *kwargs.values()) if isinstance(a, Tensor)]
-                return self.checked(func, args, kwargs, wrap + method, list(zip(names, ts)))
+                operands = (*args, *kwargs.values()) if kwargs else args
+                ts = [a for a in operands if isinstance(a, Tensor)]
+                return self.checked(func, args, kwargs, method, names, ts)
 
             return handler
 
-        table: dict[Any, Handler | None] = dict.fromkeys(PASSTHROUGH, None)
+        table: dict[Any, Handler | None] = dict.fromkeys(PASSTHROUGH + VIEWS, None)
         table.update(
             {
                 Tensor.device.__get__: self._device,
@@ -227,6 +240,15 @@ class Calls:
             if target is device_of(t):
                 return t
             return self.move(t, target, None, bool(kwargs.get("non_blocking", False)), False, None)
+        if len(args) == 2 and not kwargs and isinstance(args[1], torch.dtype):
+            # x.to(dtype) (norms upcast and back): never moves; a converted copy stays where x is
+            t = args[0]
+            out = func(t, args[1])
+            if out is not t:
+                dev = device_of(t)
+                if dev.type == self.kind:
+                    tag(out, dev)
+            return out
         # to(dtype, ...), to(device=None, dtype=None, ...), to(other, ...); then non_blocking, copy
         t, rest = args[0], args[1:]
         device: Any = None
@@ -278,14 +300,13 @@ class Calls:
 
     def _cat(self, func: Any, args: tuple, kwargs: dict) -> Any:
         seq = args[0] if args else kwargs.get("tensors", ())
-        return self.checked(func, args, kwargs, self.wrapper + "cat", [("tensors", t) for t in seq])
+        return self.checked(func, args, kwargs, "cat", "tensors", seq)
 
     def _embedding(self, func: Any, args: tuple, kwargs: dict) -> Any:
         # embedding is index_select(weight, 0, input) on accelerators
         idx = args[0] if args else kwargs["input"]
         weight = args[1] if len(args) > 1 else kwargs["weight"]
-        pairs = [("self", weight), ("index", idx)]
-        return self.checked(func, args, kwargs, self.wrapper + "_index_select", pairs)
+        return self.checked(func, args, kwargs, "_index_select", _SELF_INDEX, (weight, idx))
 
     def _linear(self, func: Any, args: tuple, kwargs: dict) -> Any:
         # with a bias linear is addmm(bias, input, weight.t()); without one, a matmul -> mm
@@ -293,16 +314,15 @@ class Calls:
         w = args[1] if len(args) > 1 else kwargs["weight"]
         b = args[2] if len(args) > 2 else kwargs.get("bias")
         if not isinstance(b, Tensor):
-            return self.checked(func, args, kwargs, self.wrapper + "mm", [("self", x), ("mat2", w)])
-        pairs = [("self", b), ("mat1", x), ("mat2", w)]
-        return self.checked(func, args, kwargs, self.wrapper + "addmm", pairs)
+            return self.checked(func, args, kwargs, "mm", _SELF_MAT2, (x, w))
+        return self.checked(func, args, kwargs, "addmm", _ADDMM, (b, x, w))
 
     def _matmul(self, func: Any, args: tuple, kwargs: dict) -> Any:
         a, b = (*args, *kwargs.values())[:2]
         if not (isinstance(a, Tensor) and isinstance(b, Tensor)) or a.dim() < 2 or b.dim() < 2:
             return self.op(func, args, kwargs)  # dot / mv: element-wise rule, approximate text
         method = "bmm" if b.dim() >= 3 else "mm"
-        return self.checked(func, args, kwargs, self.wrapper + method, [("self", a), ("mat2", b)])
+        return self.checked(func, args, kwargs, method, _SELF_MAT2, (a, b))
 
     def _conv(self, func: Any, args: tuple, kwargs: dict) -> Any:
         # convolutions compare tensor *types* (backend and dtype) before any device check
@@ -328,6 +348,16 @@ class Calls:
 
     def _getitem(self, func: Any, args: tuple, kwargs: dict) -> Any:
         t, index = args[0], args[1]
+        # basic indexing (ints, slices, None, ...) gives a view: no index tensor to check, nothing to tag
+        kind = type(index)
+        if kind is tuple:
+            for i in index:
+                if type(i) not in _BASIC_INDEX:
+                    break
+            else:
+                return func(t, index)
+        elif kind in _BASIC_INDEX:
+            return func(t, index)
         dev = device_of(t)
         for i in index if isinstance(index, SEQ) else (index,):
             if isinstance(i, Tensor):

@@ -103,7 +103,6 @@ class DeviceMode(Calls, TorchFunctionMode):
                 return self.factory(func, args, kwargs)
             operands: Any = (*args, *kwargs.values())
         else:
-            kwargs = {}
             operands = args
         common = None
         same = True
@@ -128,9 +127,9 @@ class DeviceMode(Calls, TorchFunctionMode):
                         elif d is not common:
                             same = False
         if same:
+            out = func(*args, **kwargs) if kwargs else func(*args)
             if common is None or common is CPU:
-                return func(*args, **kwargs)
-            out = func(*args, **kwargs)
+                return out
             try:  # the usual single plain result, tagged inline
                 st = out.untyped_storage()
                 if getattr(st, ATTR, None) is None:
@@ -142,7 +141,7 @@ class DeviceMode(Calls, TorchFunctionMode):
         for a in operands:
             if isinstance(a, SEQ):  # 0-dim integers in a list are sizes (F.pad's pads, view's shape): numbers
                 ts.extend(e for e in a if isinstance(e, Tensor) and not _is_size(e))
-        return self._mixed(func, args, kwargs, ts)
+        return self._mixed(func, args, kwargs or {}, ts)
 
     def _mixed(self, func: Any, args: tuple, kwargs: dict, ts: list[Tensor]) -> Any:
         """Operands on several devices: allowed only for cpu scalars (element-wise rules)."""
@@ -177,19 +176,39 @@ class DeviceMode(Calls, TorchFunctionMode):
             tag(out, target)
         return out
 
-    def checked(self, func: Any, args: tuple, kwargs: dict, method: str, pairs: list[tuple[str, Tensor]]) -> Any:
-        """A kernel whose generated wrapper checks devices argument by argument, no exemption."""
-        devices = [device_of(t) for _, t in pairs]
-        common = devices[0] if devices else CPU
-        for d in devices:
-            if d is not common:  # the slow path only on a mismatch (or devices outside the simulation)
-                msg = rules.wrapper_error(method, [(name, dev) for (name, _), dev in zip(pairs, devices)])
+    def checked(
+        self, func: Any, args: tuple, kwargs: dict, method: str, names: tuple[str, ...] | str, tensors: Any
+    ) -> Any:
+        """A kernel whose generated wrapper checks devices argument by argument, no exemption.
+
+        ``method`` is the kernel's name (``addmm``; the error names its wrapper, ``wrapper_CUDA_addmm``),
+        ``names`` the arguments' names in ``tensors``' order (one name for all: cat's ``tensors``).
+        """
+        common = None
+        for t in tensors:
+            try:  # device_of, written out: this runs for every linear, cat and embedding
+                d = getattr(t.untyped_storage(), ATTR, None)
+                if d is None:
+                    d = CPU if t.is_cpu else t.device
+            except (RuntimeError, NotImplementedError, TypeError):
+                d = device_of(t)
+            if common is None:
+                common = d
+            elif d is not common:  # the slow path only on a mismatch (or devices outside the simulation)
+                named = [names] * len(tensors) if isinstance(names, str) else names
+                pairs = [(name, device_of(t)) for name, t in zip(named, tensors)]
+                msg = rules.wrapper_error(self.wrapper + method, pairs)
                 if msg:
                     raise RuntimeError(msg)
                 break
         out = func(*args, **kwargs)
-        if common.type != "cpu":
-            tag(out, common)
+        if common is not None and common.type != "cpu":
+            try:  # tag, written out for the usual single fresh result
+                st = out.untyped_storage()
+                if getattr(st, ATTR, None) is None:
+                    setattr(st, ATTR, common)
+            except (AttributeError, RuntimeError, NotImplementedError, TypeError):
+                tag(out, common)
         return out
 
     def unchecked(self, func: Any, args: tuple, kwargs: dict) -> Any:
