@@ -297,3 +297,57 @@ def test_a_layout_accelerate_cannot_place_is_reported(tiny: TinyModel, info: Mod
             with pytest.raises(layouts.NotPlaceable, match="layout not placeable: contiguous") as e:
                 layouts.place(tiny, layouts.Layout("contiguous", missing, "cpu", 2, loader=loader))
             assert "lm_head" in e.value.reason
+
+
+class _Movable:
+    """An object with its own .to (as BatchFeature has): accelerate calls it."""
+
+    def __init__(self) -> None:
+        self.moved_to: object = None
+
+    def to(self, device: object, non_blocking: bool = False) -> _Movable:
+        self.moved_to = device
+        return self
+
+
+def _shape(value: object) -> object:
+    """A structure with each tensor replaced by (device, values, identity token)."""
+    if isinstance(value, torch.Tensor):
+        return ("tensor", value.device, value.tolist())
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, [_shape(v) for v in value])
+    return value
+
+
+def test_hook_moves_give_what_accelerates_own_function_gives() -> None:
+    from collections import namedtuple
+
+    import accelerate.hooks
+    from accelerate.utils import operations
+
+    pair = namedtuple("pair", "a b")
+    original = accelerate.hooks.send_to_device
+    with simulate(2):
+        assert accelerate.hooks.send_to_device is not original  # the simulator's, for hooks only
+        assert operations.send_to_device is original  # what users call is untouched
+        x0, x1, cpu = torch.ones(2, device="cuda:0"), torch.arange(3.0, device="cuda:1"), torch.zeros(1)
+        structures = [
+            x0,
+            (x0, x1, None, 3, "s"),
+            [x1, (cpu, [x0])],
+            {"hidden": x1, "pos": (x0, x1), "mask": None, "cache": object, "flag": True},
+            pair(x0, x1),  # namedtuple: accelerate's own function
+            {"a": x1, "m": _Movable()},  # an object with .to: accelerate's own function
+        ]
+        for value in structures:
+            for device, skip in [(0, None), ("cuda:1", None), (torch.device("cuda", 0), "pos"), ("cpu", ["a"])]:
+                ours = accelerate.hooks.send_to_device(value, device, skip_keys=skip)
+                theirs = original(value, device, skip_keys=skip)
+                assert _shape(ours) == _shape(theirs)
+                assert type(ours) is type(theirs)
+        assert accelerate.hooks.send_to_device(x0, 0) is x0  # nothing to move: the same tensor
+        with torch._C.DisableTorchFunction():  # no mode running: accelerate's function, real devices
+            assert accelerate.hooks.send_to_device(torch.ones(1), "cpu").device == torch.device("cpu")
+    assert accelerate.hooks.send_to_device is original

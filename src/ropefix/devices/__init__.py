@@ -5,7 +5,8 @@ CPU, so results are bit-identical to a plain CPU run, while mixing devices raise
 errors. ``torch.cuda`` answers for the virtual devices (``cuda_api``), so accelerate's
 ``dispatch_model`` and ``infer_auto_device_map`` place models as they would on a real machine.
 Built on torch's public extension point ``torch.overrides.TorchFunctionMode``; the ``torch.cuda``
-functions are patched for the duration of the context only.
+functions (and accelerate's hook moves, see ``accel``) are patched for the duration of the context
+only.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ropefix.devices import accel
 from ropefix.devices.cuda_api import CudaFacade, patched
 from ropefix.devices.mode import DeviceMode
 from ropefix.devices.storage import device_of
@@ -92,7 +94,7 @@ def simulate(n: int = 2, kind: str = "cuda", memory: int = DEFAULT_MEMORY) -> It
         facade = CudaFacade(n, memory)
         mode = DeviceMode(kind, n, facade)
         sim = Simulator(n=n, kind=kind, memory=memory, devices=list(mode.devices), mode=mode)
-        with patched(facade), _threads_enter(mode), mode:
+        with patched(facade), accel.patched(mode), _threads_enter(mode), mode:
             yield sim
     finally:
         _active.release()
