@@ -6,10 +6,14 @@ Prints the best (min, robust to other load on the machine; the ratios use it) an
 seconds per generate for: plain CPU; a TorchFunctionMode that does nothing (the floor any
 mode-based simulator pays: torch routes every call through Python); the simulator with the
 whole model on cuda:0 (the simulator's own cost); a 2-way split placed by accelerate's
-dispatch_model (what the regression suite runs: simulator plus accelerate's hooks); and
-accelerate's hooks alone (the same split's hooks with every block on the CPU). All are measured
-in one run, interleaved. Then a cProfile of the simulated split, top entries by own time.
-Requirement: split / plain <= 3 (aim 2).
+dispatch_model (what the regression suite runs: simulator plus accelerate's hooks); accelerate's
+hooks alone (hooks on the split's eight blocks, every one on the CPU); the hooks dispatch_model
+really installs (one per module holding weights: 53 per forward here) on an all-CPU map; and those
+hooks under the empty mode (the floor for the split: any mode-based simulator running
+accelerate's hooks pays it). All are measured in one run, interleaved; the last column is the
+min of the thread's CPU time, which other processes on the machine do not inflate. Then a
+cProfile of the simulated split, top entries by own time.
+Requirement: split / plain <= 3; target <= 2 (wall-clock min).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import logging
 import pstats
 import statistics
 import time
@@ -62,6 +67,19 @@ def hooked_on_cpu(model: Qwen2ForCausalLM) -> Qwen2ForCausalLM:
     return model
 
 
+def dispatched_on_cpu(model: Qwen2ForCausalLM) -> Qwen2ForCausalLM:
+    """The hooks dispatch_model installs for the split (every module with weights), all on the CPU."""
+    # an all-cpu map makes accelerate warn that weights were offloaded to the cpu: none are (no
+    # weights map, nothing on meta), and the outputs are checked against the plain model below
+    log = logging.getLogger("accelerate.big_modeling")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        return accelerate.dispatch_model(model, device_map=split_map("cpu", "cpu"), force_hooks=True)
+    finally:
+        log.setLevel(level)
+
+
 class EmptyMode(TorchFunctionMode):
     """The floor: what any TorchFunctionMode costs before it does anything."""
 
@@ -69,9 +87,11 @@ class EmptyMode(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
+def timed(fn: Callable[[], object], cpu: list[float]) -> float:
+    """Wall-clock seconds of ``fn()``; its thread CPU seconds go to ``cpu``."""
+    start, start_cpu = time.perf_counter(), time.thread_time()
     fn()
+    cpu.append(time.thread_time() - start_cpu)
     return time.perf_counter() - start
 
 
@@ -87,13 +107,18 @@ def main() -> None:
     gen = {"max_new_tokens": args.tokens, "min_new_tokens": args.tokens, "do_sample": False}
     plain = tiny_model()
     hooked = hooked_on_cpu(tiny_model())
-    times: dict[str, list[float]] = {
-        "plain": [],
-        "empty mode": [],
-        "sim 1 device": [],
-        "sim 2-way split": [],
-        "hooks, no sim": [],
-    }
+    dispatched = dispatched_on_cpu(tiny_model())
+    names = [
+        "plain",
+        "empty mode",
+        "sim 1 device",
+        "sim 2-way split",
+        "hooks, no sim",
+        "dispatch hooks",
+        "empty + dispatch",
+    ]
+    times: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
     with torch.inference_mode():
         reference = plain.generate(ids, **gen)
         with simulate(2):
@@ -101,29 +126,39 @@ def main() -> None:
             split = accelerate.dispatch_model(tiny_model(), device_map=split_map(0, 1))
             on0 = ids.to("cuda:0")
             outputs = [one.generate(on0, **gen), split.generate(on0, **gen)]  # warm-up
-        outputs.append(hooked.generate(ids, **gen))
+        outputs += [hooked.generate(ids, **gen), dispatched.generate(ids, **gen)]
         for _ in range(args.repeats):
-            times["plain"].append(timed(lambda: plain.generate(ids, **gen)))
-            times["hooks, no sim"].append(timed(lambda: hooked.generate(ids, **gen)))
+            times["plain"].append(timed(lambda: plain.generate(ids, **gen), cpu["plain"]))
+            times["hooks, no sim"].append(timed(lambda: hooked.generate(ids, **gen), cpu["hooks, no sim"]))
+            times["dispatch hooks"].append(timed(lambda: dispatched.generate(ids, **gen), cpu["dispatch hooks"]))
             with EmptyMode():
-                times["empty mode"].append(timed(lambda: plain.generate(ids, **gen)))
+                times["empty mode"].append(timed(lambda: plain.generate(ids, **gen), cpu["empty mode"]))
+                run = timed(lambda: dispatched.generate(ids, **gen), cpu["empty + dispatch"])
+                times["empty + dispatch"].append(run)
             with simulate(2):
-                times["sim 1 device"].append(timed(lambda: one.generate(on0, **gen)))
-                times["sim 2-way split"].append(timed(lambda: split.generate(on0, **gen)))
+                times["sim 1 device"].append(timed(lambda: one.generate(on0, **gen), cpu["sim 1 device"]))
+                times["sim 2-way split"].append(timed(lambda: split.generate(on0, **gen), cpu["sim 2-way split"]))
     assert all(torch.equal(out.cpu(), reference) for out in outputs), "simulated runs must be bit-identical"
 
-    best, mid = min(times["plain"]), statistics.median(times["plain"])
+    best, mid, best_cpu = min(times["plain"]), statistics.median(times["plain"]), min(cpu["plain"])
     print(
         f"tiny Qwen2ForCausalLM ({LAYERS} layers), batch 2, 12 prompt + {args.tokens} new tokens, "
         f"torch {torch.__version__}, {args.repeats} interleaved repeats"
     )
-    print(f"  {'':16s} {'min':>8s}     ratio  {'median':>8s}     ratio")
+    print(f"  {'':16s} {'min':>8s}     ratio  {'median':>8s}     ratio  {'cpu min':>8s}     ratio")
     for name, values in times.items():
-        lo, med = min(values), statistics.median(values)
-        print(f"  {name:16s} {lo * 1000:8.1f} ms x{lo / best:5.2f}  {med * 1000:8.1f} ms x{med / mid:5.2f}")
+        lo, med, lo_cpu = min(values), statistics.median(values), min(cpu[name])
+        print(
+            f"  {name:16s} {lo * 1000:8.1f} ms x{lo / best:5.2f}  {med * 1000:8.1f} ms x{med / mid:5.2f}"
+            f"  {lo_cpu * 1000:8.1f} ms x{lo_cpu / best_cpu:5.2f}"
+        )
     split_ratio = min(times["sim 2-way split"]) / best
-    verdict = "OK" if split_ratio <= 3 else "OVER"
-    print(f"simulator overhead (2-way split / plain, min): x{split_ratio:.2f}  [required <= 3: {verdict}]")
+    required = "OK" if split_ratio <= 3 else "OVER"
+    target = "OK" if split_ratio <= 2 else "OVER"
+    print(
+        f"simulator overhead (2-way split / plain, min): x{split_ratio:.2f}  "
+        f"[required <= 3: {required}; target <= 2.0: {target}]"
+    )
 
     if args.profile:
         profile = cProfile.Profile()
