@@ -233,3 +233,62 @@ def test_simulator_matches_a_real_gpu(placements, steps) -> None:
     finally:
         torch.cuda.synchronize()
     assert simulated == real
+
+
+# Kernels whose CUDA version takes dtypes the CPU's refuses (ropefix.devices.kernels): each call runs
+# on the real cuda:0 and on the simulated one; dtype, values (or the error) must agree.
+HISTC_CALLS = [
+    (values, dtype, bins, lo, hi)
+    for dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+    for values, bins, lo, hi in [
+        ([3, 1, 2, 0, 1, 3, 4, 9], 4, 0, 3),
+        ([0, 1, 2, 3, 0, 1], 4, 0, 4),
+        ([3, 1, 2, 0, 1, 3, 4, 9], 3, 0, 0),
+        ([5, 5, 5], 2, 0, 0),
+        ([1, 2, 3], 2, 0.9, 3.7),
+        ([7, 8, 9, 10], 3, 0.2, 0.7),
+        ([1, 2, 3], 0, 0, 3),
+        ([1, 2, 3], 2, 3, 1),
+        ([100] * 300, 2, 0, 0),  # more counts than uint8 and int8 hold
+    ]
+] + [([1, 2, 3], dtype, 2, 0, 3) for dtype in (torch.float16, torch.bfloat16, torch.bool, torch.float32)]
+
+
+def _outcome(call):
+    try:
+        out = call()
+    except (RuntimeError, NotImplementedError) as e:
+        return (type(e).__name__, str(e).split("\n")[0])
+    return (str(out.device), out.dtype, out.cpu())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a real CUDA device for the differential run")
+@pytest.mark.parametrize(("values", "dtype", "bins", "lo", "hi"), HISTC_CALLS)
+def test_histc_matches_a_real_gpu(values, dtype, bins, lo, hi) -> None:
+    def call():
+        return torch.histc(torch.tensor(values, device="cuda:0").to(dtype), bins=bins, min=lo, max=hi)
+
+    real = _outcome(call)
+    with simulate(torch.cuda.device_count()):
+        simulated = _outcome(call)
+    assert simulated[:2] == real[:2]
+    if len(real) == 3:
+        assert torch.equal(simulated[2], real[2])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a real CUDA device for the differential run")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+def test_antialiased_resize_of_half_tensors_matches_a_real_gpu(dtype, mode) -> None:
+    x = torch.rand(2, 3, 17, 11, generator=torch.Generator().manual_seed(0))
+
+    def call():
+        return torch.nn.functional.interpolate(x.to("cuda:0", dtype), size=(6, 9), mode=mode, antialias=True)
+
+    real = _outcome(call)
+    with simulate(torch.cuda.device_count()):
+        simulated = _outcome(call)
+    assert simulated[:2] == real[:2]
+    # CUDA rounds its weights and first pass to the dtype; the simulator rounds once: last bits may differ
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(simulated[2].double(), real[2].double(), atol=4 * eps, rtol=4 * eps)

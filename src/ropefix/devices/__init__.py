@@ -6,7 +6,8 @@ errors. ``torch.cuda`` answers for the virtual devices (``cuda_api``), so accele
 ``dispatch_model`` and ``infer_auto_device_map`` place models as they would on a real machine.
 Built on torch's public extension point ``torch.overrides.TorchFunctionMode``; the ``torch.cuda``
 functions (and accelerate's hook moves, see ``accel``) are patched for the duration of the context
-only.
+only. CUDA kernels that take dtypes the CPU's refuse give CUDA's result on simulated devices
+(``kernels``).
 """
 
 from __future__ import annotations

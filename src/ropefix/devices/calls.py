@@ -3,8 +3,9 @@
 Device queries (``.device``, ``.is_cuda``, ``.get_device()``), moves (``.to`` in every form,
 ``.cuda()``, ``.cpu()``, ``.type(...)``), kernels whose generated wrappers check devices
 argument by argument (mm, addmm, bmm, matmul, linear, index_select, embedding, gather, cat,
-stack), indexing, ``.numpy()``, ``repr`` and gradients. Metadata reads and views pass straight
-through: a view shares its base's storage, where the device is kept.
+stack), indexing, ``.numpy()``, ``repr``, gradients, and the CUDA kernels that take dtypes the
+CPU's refuse (``histc``, antialiased ``interpolate``: ``kernels``). Metadata reads and views pass
+straight through: a view shares its base's storage, where the device is kept.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ropefix.devices import rules
+from ropefix.devices import kernels, rules
 from ropefix.devices.storage import ATTR, CPU, SEQ, device_of, tag
 
 if TYPE_CHECKING:
@@ -185,6 +186,10 @@ class Calls:
                 torch.matmul: self._matmul,
                 Tensor.matmul: self._matmul,
                 Tensor.__matmul__: self._matmul,
+                # CUDA kernels that take dtypes the CPU kernels refuse (kernels.py)
+                torch.histc: self._histc,
+                Tensor.histc: self._histc,
+                torch.nn.functional.interpolate: self._interpolate,
             }
         )
         # No device check at all in PyTorch: cross-device copies, views shaped like another
@@ -343,6 +348,40 @@ class Calls:
     def _type_name(self, t: Tensor, dev: torch.device) -> str:
         name = Tensor.type(t)  # the real (cpu) name: torch.FloatTensor
         return f"torch.{self.kind}.{name[len('torch.') :]}" if dev.type == self.kind else name
+
+    # ---- CUDA kernels with dtypes the CPU lacks ------------------------------------------------
+
+    def _histc(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        t = args[0] if args else kwargs["input"]
+        dev = device_of(t)
+        if dev.type != self.kind or not kernels.histc_differs(t):
+            return self.op(func, args, kwargs)  # the CPU's kernel: plain cpu tensors, floating types
+        params = dict(zip(("bins", "min", "max"), args[1:]))
+        params.update((k, v) for k, v in kwargs.items() if k in ("bins", "min", "max"))
+        out = kwargs.get("out")
+        if out is not None:
+            msg = rules.elementwise_error([(device_of(out), out.dim(), True), (dev, t.dim(), False)])
+            if msg:
+                raise RuntimeError(msg)
+        result = kernels.histc(t, **params)
+        if out is None:
+            tag(result, dev)
+            return result
+        out.resize_(result.shape)  # the CUDA kernel's out= variant: computed, then copied into out
+        return out.copy_(result)
+
+    def _interpolate(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        t = args[0] if args else kwargs.get("input")
+        mode = args[3] if len(args) > 3 else kwargs.get("mode", "nearest")
+        antialias = args[6] if len(args) > 6 else kwargs.get("antialias", False)
+        if isinstance(t, Tensor) and kernels.interpolate_differs(t, mode, antialias):
+            dev = device_of(t)
+            if dev.type == self.kind:
+                rest = {k: v for k, v in kwargs.items() if k != "input"}
+                out = kernels.interpolate(func, t, args[1:], rest)
+                tag(out, dev)
+                return out
+        return self.op(func, args, kwargs)
 
     # ---- indexing, host values, display, gradients ---------------------------------------------
 
