@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from ropefix.errors import RopefixError
 from ropefix.fix import engine
-from ropefix.fix.rules import AFFECTED, FIXED, select
+from ropefix.fix.rules import AFFECTED, FIXED, SAFE, UNKNOWN, select
 from ropefix.main import main
 from ropefix.store import Store
 
@@ -46,11 +46,11 @@ def test_scan_tree_lists_sites_per_model_and_file(tmp_path: Path) -> None:
         ("alpha_vl", "modeling_alpha_vl.py", 8, AFFECTED),
         ("alpha_vl", "modeling_alpha_vl.py", 10, AFFECTED),
         ("beta_vl", "modeling_beta_vl.py", 15, AFFECTED),
-        ("beta_vl", "modeling_beta_vl.py", 17, FIXED),
+        ("beta_vl", "modeling_beta_vl.py", 17, SAFE),
         ("beta_vl", "modeling_beta_vl.py", 18, AFFECTED),
     }
-    assert report.models() == {"alpha_vl": {"affected": 4, "fixed": 0, "unknown-shape": 0},
-                               "beta_vl": {"affected": 2, "fixed": 1, "unknown-shape": 0}}  # fmt: skip
+    none = {"affected": 0, "fixed": 0, "safe": 0, "unknown-shape": 0, "unreadable": 0}
+    assert report.models() == {"alpha_vl": {**none, "affected": 4}, "beta_vl": {**none, "affected": 2, "safe": 1}}
     assert [s.model for s in engine.scan_tree(root, models=["beta_vl"]).sites] == ["beta_vl"] * 3
 
 
@@ -219,7 +219,7 @@ def test_scan_memo_answers_like_a_fresh_parse_and_follows_edits(tmp_path: Path) 
     assert list(Store().root.glob("results/scan-memo-*.json"))
     assert engine.scan_tree(root) == fresh  # answered from the memo
     engine.apply_tree(root, models=["beta_vl"])  # edited files hash differently: no stale answer
-    assert {s.status for s in engine.scan_tree(root, models=["beta_vl"]).sites} == {FIXED}
+    assert {s.status for s in engine.scan_tree(root, models=["beta_vl"]).sites} == {FIXED, SAFE}
 
 
 def test_cli_scan_versions_prints_a_release_by_model_table(tmp_path: Path, capsys, monkeypatch) -> None:
@@ -272,3 +272,54 @@ def test_a_file_that_does_not_decode_or_parse_is_unreadable_and_apply_writes_not
     assert "bug" not in str(e.value)
     assert main(["apply", str(root)]) == 1
     assert {p: p.read_bytes() for p in root.rglob("*.py")} == before
+
+
+# --- judged per model folder ---------------------------------------------------------------------
+
+STORE_ONLY = """class Model:
+    def forward(self, input_ids, cache_position=None):
+        rope_deltas = input_ids[:, :1] * 0
+        self.rope_deltas = rope_deltas
+"""
+
+
+def test_a_store_is_judged_with_the_rest_of_its_model(tmp_path: Path) -> None:
+    """The store alone is safe; a sibling file of the same model that adds the deltas to cache_position
+    makes it affected (a modular file inherits the addition its generated modeling file spells out)."""
+    root = make_tree(tmp_path)
+    folder = root / "src/transformers/models/gamma_vl"
+    folder.mkdir()
+    (folder / "modular_gamma_vl.py").write_text(STORE_ONLY)
+    alone = engine.scan_tree(root, models=["gamma_vl"]).sites
+    assert [(s.shape, s.status, s.reason) for s in alone] == [
+        ("store-unaligned", SAFE, "the stored deltas are never added in this model")
+    ]
+    assert not engine.apply_tree(root, models=["gamma_vl"]).changed
+    (folder / "modeling_gamma_vl.py").write_text((SNIPPETS / "store_then_add.py").read_text())
+    judged = {(Path(s.file).name, s.shape): s.status for s in engine.scan_tree(root, models=["gamma_vl"]).sites}
+    assert judged[("modular_gamma_vl.py", "store-unaligned")] == AFFECTED
+    report = engine.apply_tree(root, models=["gamma_vl"])
+    assert {Path(c.file).name for c in report.changes} == {"modular_gamma_vl.py", "modeling_gamma_vl.py"}
+    assert engine.scan_tree(root, models=["gamma_vl"]).affected == []
+
+
+def test_apply_takes_rules_per_model(tmp_path: Path) -> None:
+    """A caller gives each family the rules proven for it: one call per model, each with its rules."""
+    root = make_tree(tmp_path)
+    folder = root / "src/transformers/models/delta_vl"
+    folder.mkdir()
+    (folder / "modeling_delta_vl.py").write_text((SNIPPETS / "causal_mask.py").read_text())
+    first = engine.apply_tree(root, models=["alpha_vl"], rules=["rope-deltas"])
+    second = engine.apply_tree(root, models=["delta_vl"], rules=["causal-mask"])
+    assert {Path(c.file).parent.name for c in first.changes} == {"alpha_vl"}
+    assert {Path(c.file).parent.name for c in second.changes} == {"delta_vl"}
+    left = {(s.model, s.rule) for s in engine.scan_tree(root).affected}
+    assert left == {("beta_vl", "rope-deltas")}  # the model no call named keeps its sites
+
+
+def test_every_site_has_a_reason_in_json(tmp_path: Path, capsys) -> None:
+    root = make_tree(tmp_path)
+    assert main(["scan", str(root), "--json"]) == 0
+    sites = json.loads(capsys.readouterr().out)["sites"]
+    assert sites and all(s["reason"] for s in sites)
+    assert {s["status"] for s in sites} <= {AFFECTED, FIXED, SAFE, UNKNOWN}

@@ -10,7 +10,7 @@ import torch
 from ropefix.devices import simulate
 from ropefix.errors import RopefixError
 from ropefix.fix import engine
-from ropefix.fix.rules import AFFECTED, FIXED, REGISTRY, UNKNOWN, select
+from ropefix.fix.rules import AFFECTED, FIXED, REGISTRY, SAFE, UNKNOWN, select
 
 SNIPPETS = Path(__file__).parent / "snippets"
 RULES = select(None)
@@ -26,8 +26,23 @@ EXPECTED = {
     "generation_kwargs.py": [(4, "combine-cache-position", AFFECTED)],
     "inner_model_attr.py": [
         (15, "store-unaligned", AFFECTED),
-        (17, "combine-int-offset", FIXED),
+        (17, "combine-int-offset", SAFE),
         (18, "combine-cache-position", AFFECTED),
+    ],
+    # 4.47/4.48: the delta made from cache_position shifts positions built on the embeddings' device
+    "shift_after_delta.py": [
+        (11, "store-unaligned", AFFECTED),
+        (14, "combine-cache-position", AFFECTED),
+        (18, "shift-unaligned", AFFECTED),
+    ],
+    # 4.45/4.46: the deltas travel in the generation arguments; positions on the input ids' device
+    "shift_generation_kwargs.py": [(9, "combine-cache-position", AFFECTED), (12, "shift-unaligned", AFFECTED)],
+    # later omni models: the stored deltas only ever meet an int cache length: nothing to fix
+    "int_offset_only.py": [(10, "store-unaligned", SAFE), (12, "combine-int-offset", SAFE)],
+    # 5.2+: generation positions and deltas made from the same inputs
+    "generation_positions.py": [
+        (20, "combine-generation-positions", SAFE),
+        (21, "store-without-cache-position", SAFE),
     ],
     # the companion rule's shape (tests/test_rules_causal_mask.py): no rope-deltas site in it
     "causal_mask.py": [
@@ -83,8 +98,11 @@ def test_apply_fixes_every_affected_site_and_is_idempotent(name: str) -> None:
     compile(once, name, "exec")
     after = found(once)
     assert [s for s in after if s[2] == AFFECTED] == []
-    # the unknown shapes stay visible after the fix: nothing is silently dropped
-    assert [s[1] for s in after if s[2] == UNKNOWN] == [s[1] for s in EXPECTED[name] if s[2] == UNKNOWN]
+    # every site stays visible after the fix: nothing is silently dropped. An unknown store may turn
+    # safe, because every addition in the model now moves the deltas first
+    assert len(after) == len(EXPECTED[name])
+    unknown = [s[1] for s in EXPECTED[name] if s[2] == UNKNOWN]
+    assert [s[1] for s in after if s[2] in (UNKNOWN, SAFE) and s[1] in unknown] == unknown
     assert engine.rewrite(once, RULES, fix=True).text == once
     if any(s[2] == AFFECTED for s in EXPECTED[name]):
         assert once != before
@@ -163,3 +181,71 @@ def test_inner_model_attribute_red_green_on_simulated_devices() -> None:
         green.prepare(ids, cache_position=torch.tensor([0], device="cuda:1"))
         delta, _ = green.prepare(ids, cache_position=torch.tensor([3], device="cuda:1"))
         assert delta.tolist() == [[6]]
+
+
+def test_reasons_say_why_each_site_has_its_status() -> None:
+    reasons = {f.shape: f.reason for _, f in engine.rewrite(source("int_offset_only.py"), RULES, fix=False).findings}
+    assert reasons == {
+        "store-unaligned": "the stored deltas only meet an int cache length",
+        "combine-int-offset": "a Python int cache length: no second device",
+    }
+    shifted = {f.shape: f.reason for _, f in engine.rewrite(source("shift_after_delta.py"), RULES, fix=False).findings}
+    assert "the model combines them: `cache_position[0] + self.rope_deltas`" in shifted["store-unaligned"]
+    assert shifted["shift-unaligned"] == "delta (cache_position + deltas) meets position_ids, built on another device"
+
+
+@pytest.mark.parametrize("name", ["int_offset_only.py", "generation_positions.py"])
+def test_safe_stores_are_left_alone(name: str) -> None:
+    assert engine.rewrite(source(name), RULES, fix=True).text == source(name)
+
+
+def test_the_shift_fix_joins_the_block_that_makes_the_delta_a_tensor() -> None:
+    """4.47/4.48: the move lands where upstream put it from 4.49 on, inside ``if cache_position is not None``."""
+    once = engine.rewrite(source("shift_after_delta.py"), RULES, fix=True).text.splitlines()
+    at = once.index("        if cache_position is not None:  # an int otherwise")
+    assert once[at + 1 : at + 4] == [
+        "            delta = delta.repeat_interleave(batch // delta.shape[0], dim=0)",
+        "            delta = delta.to(position_ids.device)",
+        "        position_ids = position_ids.add(delta)",
+    ]
+    kwargs = engine.rewrite(source("shift_generation_kwargs.py"), RULES, fix=True).text
+    assert (
+        "    if cache_position is not None and rope_deltas is not None:\n"
+        "        delta = delta.to(position_ids.device)\n"
+        "    # the deltas arrive with the generation arguments" in kwargs
+    )
+
+
+def test_shift_red_green_on_simulated_devices() -> None:
+    """4.47 shape: deltas and cache_position on cuda:0, positions on the embeddings' cuda:1."""
+    before, after = (
+        source("shift_after_delta.py"),
+        engine.rewrite(source("shift_after_delta.py"), RULES, fix=True).text,
+    )
+    with simulate(2):
+        ids = torch.ones(2, 4, dtype=torch.long, device="cuda:0")
+        embeds = torch.zeros(2, 1, 8, device="cuda:1")
+        results = []
+        for text in (before, after):
+            model = load(text)["Decoder"]()
+            model.positions(ids, embeds, cache_position=torch.arange(4, device="cuda:0"))
+            results.append(lambda m=model: m.positions(ids, embeds, cache_position=torch.tensor([4], device="cuda:0")))
+        with pytest.raises(RuntimeError, match="Expected all tensors to be on the same device"):
+            results[0]()
+        shifted = results[1]()
+        assert shifted.device == torch.device("cuda:1") and shifted.tolist() == [[6], [6]]
+        assert load(after)["Decoder"]().positions(ids, embeds) is None  # no cache_position: no move
+
+
+def test_generation_kwargs_shift_red_green_on_simulated_devices() -> None:
+    """4.45/4.46 shape: cache_position and the deltas on the CPU, the next input ids on cuda:0."""
+    before = load(source("shift_generation_kwargs.py"))["prepare"]
+    after = load(engine.rewrite(source("shift_generation_kwargs.py"), RULES, fix=True).text)["prepare"]
+    with simulate(2):
+        ids = torch.ones(2, 1, dtype=torch.long, device="cuda:0")
+        kwargs = {"cache_position": torch.tensor([5]), "rope_deltas": torch.tensor([[-1], [1]])}
+        with pytest.raises(RuntimeError, match="Expected all tensors to be on the same device"):
+            before(ids, **kwargs)
+        shifted = after(ids, **kwargs)
+        assert shifted.device == torch.device("cuda:0") and shifted.tolist() == [[4], [6]]
+        assert after(ids, cache_position=torch.tensor([5])).tolist() == [[0], [0]]  # no deltas: int 0, no move

@@ -1,19 +1,9 @@
-"""libcst helpers the rules share: names of expressions, guards, and method-sized chunks of a file.
+"""libcst helpers the rules share: names of expressions, guards, moves onto a device.
 
-Parsing a whole 150 KB modeling file with libcst takes about half a second, and a release holds
-dozens of them; a rule only ever needs the function around a site. So files are cut into
-top-level and method chunks by indentation (bytes, no parsing), only chunks holding a rule's
-needle are parsed, and edits are spliced back line by line. A chunk that does not parse on its
-own (a string literal reaching column 0, odd indentation) makes the caller parse the whole file.
+What the rules parse is cut out of the files by ``ropefix.fix.pieces``.
 """
 
 from __future__ import annotations
-
-import bisect
-import functools
-import itertools
-import re
-from dataclasses import dataclass
 
 import libcst as cst
 
@@ -135,76 +125,3 @@ def params(fn: cst.FunctionDef) -> set[str]:
     p = fn.params
     every = [*p.posonly_params, *p.params, *p.kwonly_params]
     return {a.name.value for a in every}
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """Lines ``start``..``end`` (0-based, end exclusive) of a file, dedented by ``indent`` spaces."""
-
-    start: int
-    end: int
-    indent: int
-    text: str
-
-
-_STOP = {0: re.compile(r"^[^\s)\]}#]", re.MULTILINE), 4: re.compile(r"^ {0,3}[^\s)\]}#]", re.MULTILINE)}
-# A line that opens a chunk: a decorator or a def/class at column 0, or a method at 4 spaces.
-_OPENERS = re.compile(r"^( {0,4})(?:@|def |async def |class )", re.MULTILINE)
-
-
-@functools.lru_cache(maxsize=4)
-def _spans(text: str) -> tuple[list[str], list[int], list[tuple[int, int, int]]] | None:
-    """The file's lines, their offsets, and (first, end, indent) of every def/class/decorator run.
-
-    Cached: every rule asks about the same file. Regexes over the whole text find the openers and
-    the statements less indented than a body (a signature's closing bracket and comments do not
-    count), so no Python loop runs per line.
-    """
-    lines = text.splitlines(keepends=True)
-    offsets = [0, *itertools.accumulate(len(ln) for ln in lines)]
-
-    def line_of(at: int) -> int:
-        return bisect.bisect_right(offsets, at) - 1
-
-    openers: list[tuple[int, int]] = []
-    for m in _OPENERS.finditer(text):
-        i, indent = line_of(m.start()), len(m.group(1))
-        if indent not in (0, 4):
-            return None
-        prev = lines[i - 1] if i else ""
-        if prev.startswith(" " * indent + "@") and not prev.startswith(" " * (indent + 1)):
-            continue  # a def under a one-line decorator belongs to the decorator's chunk
-        openers.append((i, indent))
-    stops = {k: [line_of(m.start()) for m in rx.finditer(text)] for k, rx in _STOP.items()}
-    spans = []
-    for n, (first, indent) in enumerate(openers):
-        stop = openers[n + 1][0] if n + 1 < len(openers) else len(lines)
-        after = stops[indent]
-        k = bisect.bisect_right(after, first)
-        end = min(stop, after[k]) if k < len(after) else stop
-        spans.append((first, end, indent))
-    return lines, offsets, spans
-
-
-def chunks(text: str, needles: tuple[str, ...], hint=lambda text: True) -> list[Chunk] | None:
-    """Method- and function-sized pieces of a file that contain one of ``needles``.
-
-    Returns ``None`` when the file cannot be cut safely (the caller parses it whole).
-    """
-    cut = _spans(text)
-    if cut is None:
-        return None
-    lines, offsets, spans = cut
-    found: list[Chunk] = []
-    for start, end, indent in spans:
-        piece = text[offsets[start] : offsets[end]]
-        if not any(nd in piece for nd in needles) or lines[start].lstrip().startswith("class ") or not hint(piece):
-            continue  # class headers and class-level statements are no sites: methods are their own chunks
-        dedented = []
-        for ln in lines[start:end]:
-            lead = len(ln) - len(ln.lstrip(" "))
-            if ln.strip() and lead < indent and not ln.lstrip().startswith("#"):
-                return None
-            dedented.append(ln[min(lead, indent) :] if ln.strip() else ln.lstrip(" "))
-        found.append(Chunk(start, end, indent, "".join(dedented)))
-    return found

@@ -1,8 +1,10 @@
 """The fix engine's facade: ``scan_tree`` finds every site of every rule, ``apply_tree`` rewrites them.
 
-Check and fix share one code path (``rewrite``): a scan is a rewrite that keeps nothing. Every
-rewritten file is re-scanned before anything is written: it must compile, hold no affected site
-and pass each rule's safety check, or nothing is written at all.
+Check and fix share one code path (``rewrite``): a scan is a rewrite that keeps nothing. Sites
+are judged per model folder (``judge``: a stored value is only a hazard where the model combines
+it with another device), and a fix leaves alone what the judgement found safe. Every rewritten
+file is re-scanned before anything is written: it must compile, hold no affected site and pass
+each rule's safety check, or nothing is written at all.
 """
 
 from __future__ import annotations
@@ -19,14 +21,11 @@ import libcst as cst
 
 from ropefix import files
 from ropefix.errors import RopefixError
-from ropefix.fix import cst as c
-from ropefix.fix import formatting
-from ropefix.fix.rules import AFFECTED, FIXED, UNKNOWN, Finding, Rule, select
+from ropefix.fix import formatting, pieces
+from ropefix.fix.rules import AFFECTED, STATUSES, UNREADABLE, Finding, Rule, select
 from ropefix.fix.rules.base import locate
 from ropefix.store import Store
 
-# A model file that does not decode as UTF-8 or does not parse: no rule judged anything in it.
-UNREADABLE = "unreadable"
 
 
 @dataclass(frozen=True)
@@ -36,8 +35,9 @@ class Site:
     line: int
     rule: str
     shape: str
-    status: str  # "affected", "fixed" or "unknown-shape"
+    status: str  # "affected", "fixed", "safe", "unknown-shape" or "unreadable" (ropefix.fix.rules.STATUSES)
     code: str
+    reason: str = ""  # why it has that status, in words a human can check against the code
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,8 @@ class ScanReport:
         """Per model, how many sites have each status."""
         out: dict[str, dict[str, int]] = {}
         for s in self.sites:
-            counts = out.setdefault(s.model, {AFFECTED: 0, FIXED: 0, UNKNOWN: 0})
-            counts[s.status] = counts.get(s.status, 0) + 1
+            counts = out.setdefault(s.model, dict.fromkeys(STATUSES, 0))
+            counts[s.status] += 1
         return dict(sorted(out.items()))
 
     def to_json(self) -> dict:
@@ -145,10 +145,14 @@ def model_files(pkg: Path, models: list[str] | None = None) -> list[Path]:
             )
         folders = [base / m for m in models]
     else:
-        folders = sorted(p for p in base.iterdir() if p.is_dir())
+        with os.scandir(base) as entries:  # one listing per folder: a release has 400+ of them
+            folders = sorted(base / e.name for e in entries if e.is_dir())
     found: list[Path] = []
     for folder in folders:
-        found += sorted(folder.glob("modular_*.py")) + sorted(folder.glob("modeling_*.py"))
+        with os.scandir(folder) as entries:
+            names = sorted(e.name for e in entries if e.name.endswith(".py"))
+        found += [folder / n for n in names if n.startswith("modular_")]
+        found += [folder / n for n in names if n.startswith("modeling_")]
     return found
 
 
@@ -173,7 +177,7 @@ _MEMO_NEW = 0
 def _fingerprint() -> str:
     here = Path(__file__).parent
     h = hashlib.sha256()
-    for p in [here / "engine.py", here / "cst.py", *sorted((here / "rules").glob("*.py"))]:
+    for p in [here / "engine.py", here / "cst.py", here / "pieces.py", *sorted((here / "rules").glob("*.py"))]:
         h.update(p.read_bytes())
     return h.hexdigest()[:16]
 
@@ -204,13 +208,13 @@ def _memo_save(store: Store) -> None:
     _MEMO_NEW = 0
 
 
-def _run_on(code: str, rule: Rule, fix: bool) -> tuple[str, list[Finding], list[str]]:
+def _run_on(code: str, rule: Rule, fix: bool, keep: frozenset[str]) -> tuple[str, list[Finding], list[str]]:
     global _MEMO_NEW
     key = f"{rule.name}:{hashlib.sha256(code.encode()).hexdigest()}"
     if not fix and key in _MEMO:
         found, problems = _MEMO[key]
         return code, found, problems
-    t = rule.transformer(fix)
+    t = rule.transformer(fix, keep)
     new = cst.parse_module(code).visit(t)
     found, problems = locate(code, t.findings), t.problems()
     if not fix:
@@ -219,48 +223,91 @@ def _run_on(code: str, rule: Rule, fix: bool) -> tuple[str, list[Finding], list[
     return new.code, found, problems
 
 
-def rewrite_rule(text: str, rule: Rule, fix: bool) -> Outcome:
-    """Find (and with ``fix``, rewrite) one rule's sites in one file's text."""
+class _Unspliceable(Exception):
+    """A rewrite of a slice touched a line the slice left out: redo that function whole."""
+
+
+def rewrite_rule(text: str, rule: Rule, fix: bool, keep: frozenset[str] = frozenset()) -> Outcome:
+    """Find (and with ``fix``, rewrite) one rule's sites in one file's text, as they stand in it
+    (not yet judged with the rest of the model: see ``judge``). ``keep``: sites not to rewrite."""
     if not any(n in text for n in rule.needles) or not all(r in text for r in rule.requires):
         return Outcome(text, [], [], [])
     lines = text.splitlines(keepends=True)
-    pieces = c.chunks(text, rule.needles, rule.hint)
+    found = pieces.chunks(text, rule.needles, rule.hint)
+    if found is None:  # indentation the regex cut cannot follow: Python's own parser cuts instead
+        found = pieces.chunks_by_ast(text, rule.needles, rule.hint)
     try:
-        if pieces is not None:
-            return _by_chunks(lines, pieces, rule, fix)
+        if found is not None:
+            return _by_pieces(lines, found, rule, fix, keep)
     except cst.ParserSyntaxError:
-        pass  # a chunk that does not stand alone: read the whole file instead
+        pass  # a function that does not stand alone: read the whole file instead
     try:
-        new, found, problems = _run_on(text, rule, fix)
+        new, got, problems = _run_on(text, rule, fix, keep)
     except cst.ParserSyntaxError as e:
         raise RopefixError(f"libcst cannot parse this file ({e.message}); is it Python 3 source?") from e
-    return Outcome(new, [(rule.name, f) for f in found], problems, _changed_ranges(lines, new.splitlines(True), 0))
+    return Outcome(new, [(rule.name, f) for f in got], problems, _changed_ranges(lines, new.splitlines(True), 0))
 
 
-def _by_chunks(lines: list[str], pieces: list[c.Chunk], rule: Rule, fix: bool) -> Outcome:
+def _by_pieces(lines: list[str], found: list[pieces.Piece], rule: Rule, fix: bool, keep: frozenset[str]) -> Outcome:
     findings: list[tuple[str, Finding]] = []
     problems: list[str] = []
-    touched: list[tuple[int, int]] = []
-    out = list(lines)
-    for piece in reversed(pieces):  # bottom up, so earlier line numbers stay put
-        new, found, probs = _run_on(piece.text, rule, fix)
-        findings += [(rule.name, _shift(f, piece.start)) for f in found]
+    edits: list[tuple[int, int, list[str]]] = []
+    for whole in found:
+        part = pieces.sliced(whole, rule.context)
+        try:
+            got, probs, changed = _on_piece(part, rule, fix, keep)
+        except (cst.ParserSyntaxError, _Unspliceable):
+            if part is whole:
+                raise
+            got, probs, changed = _on_piece(whole, rule, fix, keep)
+        findings += [(rule.name, f) for f in got]
         problems += probs
-        if new != piece.text:
-            pad = " " * piece.indent
-            old_lines = piece.text.splitlines(keepends=True)
-            new_lines = [pad + ln if ln.strip() else ln for ln in new.splitlines(keepends=True)]
-            sm = difflib.SequenceMatcher(a=old_lines, b=new.splitlines(keepends=True), autojunk=False)
-            for tag, i1, i2, j1, j2 in reversed(sm.get_opcodes()):
-                if tag != "equal":
-                    out[piece.start + i1 : piece.start + i2] = new_lines[j1:j2]
-            touched += _changed_ranges(old_lines, new.splitlines(keepends=True), piece.start)
+        edits += changed
+    text, touched = _splice(lines, edits)
     findings.sort(key=lambda rf: rf[1].line)
-    return Outcome("".join(out), findings, problems, sorted(touched))
+    return Outcome(text, findings, problems, touched)
 
 
-def _shift(f: Finding, by: int) -> Finding:
-    return Finding(f.line + by, f.shape, f.status, f.code)
+def _on_piece(
+    piece: pieces.Piece, rule: Rule, fix: bool, keep: frozenset[str]
+) -> tuple[list[Finding], list[str], list[tuple[int, int, list[str]]]]:
+    """Findings with file line numbers, problems, and the edits as (first, end, new lines) in file lines."""
+    new, got, probs = _run_on(piece.text, rule, fix, keep)
+    rows = piece.rows
+    found = [Finding(rows[f.line - 1] + 1, f.shape, f.status, f.code, f.reason) for f in got]
+    edits: list[tuple[int, int, list[str]]] = []
+    if new != piece.text:
+        pad = " " * piece.indent
+        old_lines, new_lines = piece.text.splitlines(keepends=True), new.splitlines(keepends=True)
+        sm = difflib.SequenceMatcher(a=old_lines, b=new_lines, autojunk=False)
+        for tag, i1, i2, j1, j2 in sm.get_opcodes():
+            if tag == "equal":
+                continue
+            if any(k in piece.fake for k in range(i1, i2)) or any(
+                rows[k + 1] != rows[k] + 1 for k in range(i1, i2 - 1)
+            ):
+                raise _Unspliceable
+            first = rows[i1] if i1 < len(rows) else rows[-1] + 1
+            end = rows[i2 - 1] + 1 if i2 > i1 else first
+            edits.append((first, end, [pad + ln if ln.strip() else ln for ln in new_lines[j1:j2]]))
+    return found, probs, edits
+
+
+def _splice(lines: list[str], edits: list[tuple[int, int, list[str]]]) -> tuple[str, list[tuple[int, int]]]:
+    """The file with every edit made, and the 1-based inclusive ranges of new lines in the result."""
+    out: list[str] = []
+    touched: list[tuple[int, int]] = []
+    pos = 0
+    for first, end, new in sorted(edits, key=lambda e: (e[0], e[1])):
+        if first < pos:
+            raise AssertionError("two rewrites of the same lines")
+        out += lines[pos:first]
+        if new:
+            touched.append((len(out) + 1, len(out) + len(new)))
+        out += new
+        pos = end
+    out += lines[pos:]
+    return "".join(out), touched
 
 
 def _changed_ranges(old: list[str], new: list[str], offset: int) -> list[tuple[int, int]]:
@@ -269,26 +316,60 @@ def _changed_ranges(old: list[str], new: list[str], offset: int) -> list[tuple[i
     return [(offset + j1 + 1, offset + j2) for tag, _, _, j1, j2 in sm.get_opcodes() if tag != "equal" and j2 > j1]
 
 
-def rewrite(text: str, rules: list[Rule], fix: bool) -> Outcome:
-    """Every rule in order over one file's text; with ``fix`` the result is formatted and checked."""
-    findings: list[tuple[str, Finding]] = []
+def _scan_text(text: str, rules: list[Rule]) -> Outcome:
+    """Every rule's sites in one file's text, not yet judged with the rest of its model."""
+    found: list[tuple[str, Finding]] = []
     problems: list[str] = []
+    for rule in rules:
+        o = rewrite_rule(text, rule, fix=False)
+        found += o.findings
+        problems += o.problems
+    found.sort(key=lambda rf: rf[1].line)  # stable: rules in registry order where lines tie
+    return Outcome(text, found, problems, [])
+
+
+def judge(
+    per_file: list[list[tuple[str, Finding]]], rules: list[Rule]
+) -> tuple[list[list[tuple[str, Finding]]], dict[str, frozenset[str]]]:
+    """One model folder's findings (per file) as each rule finally judges them, and per rule the
+    sites (by code) the judgement took out of ``affected``: a fix must leave those alone."""
+    out = [list(fs) for fs in per_file]
+    keep: dict[str, frozenset[str]] = {}
+    for rule in rules:
+        where = [(i, k) for i, fs in enumerate(per_file) for k, (name, _) in enumerate(fs) if name == rule.name]
+        before = [per_file[i][k][1] for i, k in where]
+        after = rule.resolve(before)
+        if len(after) != len(before):
+            raise AssertionError(f"rule {rule.name}: resolve must judge every finding once")
+        for (i, k), f in zip(where, after):
+            out[i][k] = (rule.name, f)
+        keep[rule.name] = frozenset(b.code for b, a in zip(before, after) if b.status == AFFECTED != a.status)
+    return out, keep
+
+
+def rewrite(text: str, rules: list[Rule], fix: bool, keep: dict[str, frozenset[str]] | None = None) -> Outcome:
+    """Every rule in order over one file's text, judged as a model of its own (or, with ``keep``,
+    as part of a model judged already); with ``fix`` the result is formatted. Findings are those of
+    ``text`` as given."""
+    scanned = _scan_text(text, rules)
+    (found,), own = judge([scanned.findings], rules)
+    if not fix:
+        return Outcome(text, found, scanned.problems, [])
+    keep = own if keep is None else keep
     touched: list[tuple[int, int]] = []
     for rule in rules:
-        o = rewrite_rule(text, rule, fix)
-        if fix and o.text != text:
+        o = rewrite_rule(text, rule, True, keep.get(rule.name, frozenset()))
+        if o.text != text:
             text = formatting.format_lines(o.text, o.touched)
             touched += o.touched
-        findings += o.findings
-        problems += o.problems
-    return Outcome(text, findings, problems, touched)
+    return Outcome(text, found, scanned.problems, touched)
 
 
 # --- whole trees ------------------------------------------------------------------------------
 
 
 def _sites(rel: str, model: str, found: list[tuple[str, Finding]]) -> list[Site]:
-    return [Site(model, rel, f.line, name, f.shape, f.status, " ".join(f.code.split())) for name, f in found]
+    return [Site(model, rel, f.line, name, f.shape, f.status, " ".join(f.code.split()), f.reason) for name, f in found]
 
 
 def unreadable(data: bytes, rel: str) -> tuple[int, str] | None:
@@ -314,10 +395,32 @@ def unreadable(data: bytes, rel: str) -> tuple[int, str] | None:
 
 
 def _wanted(data: bytes, rules: list[Rule]) -> bool:
-    """Whether any rule could have a site in a file with these bytes (no decoding, no parsing)."""
-    return any(
-        any(n.encode() in data for n in r.needles) and all(q.encode() in data for q in r.requires) for r in rules
-    )
+    """Whether any rule could have a site in a file with these bytes (no decoding, no parsing).
+
+    Each word is looked for once per file (the rules share ``rope_deltas``), required words first.
+    """
+    seen: dict[str, bool] = {}
+
+    def has(word: str) -> bool:
+        if word not in seen:
+            seen[word] = word.encode() in data
+        return seen[word]
+
+    return any(all(has(q) for q in r.requires) and any(has(n) for n in r.needles) for r in rules)
+
+
+def _models(files: list[Path], rules: list[Rule]) -> list[tuple[str, list[tuple[Path, bytes]]]]:
+    """The files that can hold a site, with their bytes, grouped by model folder (in order)."""
+    out: list[tuple[str, list[tuple[Path, bytes]]]] = []
+    for path in files:
+        data = path.read_bytes()
+        if not _wanted(data, rules):  # bytes first: most files never reach a parser
+            continue
+        model = path.parent.name
+        if not out or out[-1][0] != model:
+            out.append((model, []))
+        out[-1][1].append((path, data))
+    return out
 
 
 def scan_tree(
@@ -326,7 +429,8 @@ def scan_tree(
     rules: list[str] | str | None = None,
     memo: bool = True,
 ) -> ScanReport:
-    """Every site of the chosen rules under ``root``; ``memo=False`` parses everything afresh."""
+    """Every site of the chosen rules under ``root``, judged per model folder; ``memo=False``
+    parses everything afresh."""
     root = Path(root)
     pkg, prefix = package_dir(root)
     store = Store() if memo else None
@@ -337,15 +441,18 @@ def scan_tree(
     chosen = select(rules)
     sites: list[Site] = []
     files = model_files(pkg, models)
-    for path in files:
-        data = path.read_bytes()
-        if not _wanted(data, chosen):  # bytes first: most files never reach libcst
-            continue
-        rel = path.relative_to(root).as_posix()
-        if bad := unreadable(data, rel):
-            sites.append(Site(path.parent.name, rel, bad[0], "all", "unreadable", UNREADABLE, bad[1]))
-            continue
-        sites += _sites(rel, path.parent.name, rewrite(data.decode(), chosen, fix=False).findings)
+    for model, texts in _models(files, chosen):
+        readable: list[tuple[Path, str]] = []
+        for path, data in texts:
+            rel = path.relative_to(root).as_posix()
+            if bad := unreadable(data, rel):
+                why = "not UTF-8 Python 3 source: no site in it can be judged"
+                sites.append(Site(model, rel, bad[0], "all", "unreadable", UNREADABLE, bad[1], why))
+            else:
+                readable.append((path, data.decode()))
+        judged, _ = judge([_scan_text(text, chosen).findings for _, text in readable], chosen)
+        for (path, _), found in zip(readable, judged):
+            sites += _sites(path.relative_to(root).as_posix(), model, found)
     if store is not None:
         _memo_save(store)
     return ScanReport(str(root), prefix, sites, len(files))
@@ -357,30 +464,37 @@ def apply_tree(
     rules: list[str] | str | None = None,
     dry_run: bool = False,
 ) -> ApplyReport:
-    """Rewrite every affected site under ``root``; all files are written, or none."""
+    """Rewrite every affected site under ``root``; all files are written, or none.
+
+    Call it once per model with that model's rules to give families different rules (each call
+    writes its own files; the model folders do not overlap).
+    """
     root = Path(root)
     pkg, prefix = package_dir(root)
     chosen = select(rules)
     changes: list[FileChange] = []
     remaining: list[Site] = []
-    for path in model_files(pkg, models):
-        data = path.read_bytes()
-        if not _wanted(data, chosen):
-            continue
-        rel = path.relative_to(root).as_posix()
-        if bad := unreadable(data, rel):
-            raise RopefixError(
-                f"{rel} line {bad[0]}: {bad[1]}. ropefix reads model files as UTF-8 Python 3 source and cannot "
-                f"rewrite this one safely. Nothing was written. Fix or restore the file (in a checkout: "
-                f"`git checkout -- {shlex.quote(rel)}`) and retry."
-            )
-        before = data.decode()
-        done = rewrite(before, chosen, fix=True)
-        fixed = [s for s in _sites(rel, path.parent.name, done.findings) if s.status == AFFECTED]
-        after_sites = _check(rel, path.parent.name, before, done.text, chosen)
-        remaining += after_sites
-        if done.text != before:
-            changes.append(FileChange(rel, before, done.text, fixed))
+    for model, texts in _models(model_files(pkg, models), chosen):
+        for path, data in texts:
+            rel = path.relative_to(root).as_posix()
+            if bad := unreadable(data, rel):
+                raise RopefixError(
+                    f"{rel} line {bad[0]}: {bad[1]}. ropefix reads model files as UTF-8 Python 3 source and cannot "
+                    f"rewrite this one safely. Nothing was written. Fix or restore the file (in a checkout: "
+                    f"`git checkout -- {shlex.quote(rel)}`) and retry."
+                )
+        decoded = [(path, data.decode()) for path, data in texts]
+        judged, keep = judge([_scan_text(text, chosen).findings for _, text in decoded], chosen)
+        for (path, before), found in zip(decoded, judged):
+            rel = path.relative_to(root).as_posix()
+            fixed = [s for s in _sites(rel, model, found) if s.status == AFFECTED]
+            if not fixed:
+                remaining += _sites(rel, model, found)
+                continue
+            done = rewrite(before, chosen, fix=True, keep=keep)
+            remaining += _sites(rel, model, check_text(rel, done.text, chosen))
+            if done.text != before:
+                changes.append(FileChange(rel, before, done.text, fixed))
     checked: list[str] = []
     if not dry_run and changes:
         _write_all(root, changes)
@@ -392,12 +506,6 @@ def apply_tree(
             _write_all(root, [FileChange(ch.file, ch.after, ch.before, []) for ch in changes])
             raise
     return ApplyReport(str(root), prefix, changes, dry_run, remaining, checked)
-
-
-def _check(rel: str, model: str, before: str, after: str, rules: list[Rule]) -> list[Site]:
-    if after == before:
-        return _sites(rel, model, rewrite(after, rules, fix=False).findings)
-    return _sites(rel, model, check_text(rel, after, rules))
 
 
 def check_text(rel: str, after: str, rules: list[Rule]) -> list[tuple[str, Finding]]:

@@ -4,11 +4,33 @@ from __future__ import annotations
 
 from ropefix.errors import RopefixError
 from ropefix.fix.rules import causal_mask, rope_deltas, rope_index
-from ropefix.fix.rules.base import AFFECTED, FIXED, STATUSES, UNKNOWN, Finding, Rule, RuleTransformer
+from ropefix.fix.rules.base import (
+    AFFECTED,
+    FIXED,
+    SAFE,
+    STATUSES,
+    UNKNOWN,
+    UNREADABLE,
+    Finding,
+    Rule,
+    RuleTransformer,
+)
 
 REGISTRY: dict[str, Rule] = {r.name: r for r in (rope_deltas.RULE, causal_mask.RULE, rope_index.RULE)}
 
-__all__ = ["AFFECTED", "FIXED", "REGISTRY", "STATUSES", "UNKNOWN", "Finding", "Rule", "RuleTransformer", "select"]
+__all__ = [
+    "AFFECTED",
+    "FIXED",
+    "REGISTRY",
+    "SAFE",
+    "STATUSES",
+    "UNKNOWN",
+    "UNREADABLE",
+    "Finding",
+    "Rule",
+    "RuleTransformer",
+    "select",
+]
 
 
 def select(names: str | list[str] | None) -> list[Rule]:

@@ -1,9 +1,12 @@
 """The Rule interface: one named hazard, found and rewritten by one libcst transformer.
 
 A rule is a small file under ``ropefix.fix.rules``: a ``RuleTransformer`` subclass that calls
-``report`` for every site it recognises and, when ``self.fix`` is set, returns the rewritten
-node; plus a ``Rule`` value naming it and the byte needles that let the engine skip files and
-functions that cannot hold a site. ``ropefix.fix.rules.REGISTRY`` lists the rules in order.
+``report`` for every site it recognises (with a shape, a status and a reason a human can check)
+and rewrites the node when ``report`` says so; plus a ``Rule`` value naming it and the byte needles
+that let the engine skip files and functions that cannot hold a site. A rule may judge its sites
+once more per model folder (``Rule.resolve``): a stored value is only a hazard where something in
+that model combines it with a tensor on another device. ``ropefix.fix.rules.REGISTRY`` lists the
+rules in order.
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ import libcst as cst
 
 from ropefix.fix import cst as c
 
-AFFECTED = "affected"
-FIXED = "fixed"
-UNKNOWN = "unknown-shape"
-STATUSES = (AFFECTED, FIXED, UNKNOWN)
+AFFECTED = "affected"  # the rule rewrites it
+FIXED = "fixed"  # already on the right device (upstream's code or an earlier rewrite)
+SAFE = "safe"  # no hazard: the values only ever meet ints or tensors made on the same device
+UNKNOWN = "unknown-shape"  # a shape the rule does not judge: shown for a human
+UNREADABLE = "unreadable"  # a file that does not decode or parse (no site can be judged in it)
+STATUSES = (AFFECTED, FIXED, SAFE, UNKNOWN, UNREADABLE)
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,10 @@ class Finding:
     shape: str
     status: str
     code: str  # the site's exact source text
+    reason: str = ""  # why it has that status, in a few words a human can check against the code
+
+    def judged(self, status: str, reason: str) -> Finding:
+        return Finding(self.line, self.shape, status, self.code, reason)
 
 
 def locate(source: str, findings: list[Finding]) -> list[Finding]:
@@ -46,16 +55,18 @@ def locate(source: str, findings: list[Finding]) -> list[Finding]:
         if at < 0:
             raise AssertionError(f"site text not found in its source: {key!r}")
         after[key] = at + len(key)
-        located.append(Finding(source.count("\n", 0, at) + 1, f.shape, f.status, f.code))
+        located.append(Finding(source.count("\n", 0, at) + 1, f.shape, f.status, f.code, f.reason))
     return sorted(located, key=lambda f: f.line)
 
 
 class RuleTransformer(cst.CSTTransformer):
     """Base for rule transformers: keeps the ancestors of the node being left, and the findings."""
 
-    def __init__(self, fix: bool) -> None:
+    def __init__(self, fix: bool, keep: frozenset[str] = frozenset()) -> None:
         super().__init__()
         self.fix = fix
+        # sites (by their exact code) the model-level judgement found harmless: reported, never rewritten
+        self.keep = keep
         self.findings: list[Finding] = []
         self.stack: list[cst.CSTNode] = []
 
@@ -77,8 +88,11 @@ class RuleTransformer(cst.CSTTransformer):
         """What makes code this rule wrote (or found) unsafe; the engine refuses to write it."""
         return []
 
-    def report(self, node: cst.CSTNode, shape: str, status: str) -> None:
-        self.findings.append(Finding(0, shape, status, c.code(node)))
+    def report(self, node: cst.CSTNode, shape: str, status: str, reason: str) -> bool:
+        """Record a site; True when the rule should rewrite it now (fixing, affected, not kept)."""
+        text = c.code(node)
+        self.findings.append(Finding(0, shape, status, text, reason))
+        return self.fix and status == AFFECTED and text not in self.keep
 
 
 @dataclass(frozen=True)
@@ -94,6 +108,13 @@ class Rule:
     # the class of device failure this rule fixes, by its name in ``ropefix.fix.hazards.CATALOGUE``:
     # the suite names failures by that catalogue, verify maps them back to the rule through this
     hazard: str = ""
+    # a statement of a function is only parsed when it holds one of these (with the compound
+    # statements around it and the function's signature): the rest of the function cannot change
+    # what the rule finds. Empty: the whole function is parsed.
+    context: tuple[str, ...] = ()
+    # the final word on one model folder's findings (every file of it, in file order): e.g. a store
+    # is safe where nothing in the model combines the stored value with another device
+    resolve: Callable[[list[Finding]], list[Finding]] = lambda found: found
 
     def __post_init__(self) -> None:
         from ropefix.fix.hazards import NAMES

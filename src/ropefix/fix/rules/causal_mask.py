@@ -54,15 +54,17 @@ class CausalMaskTransformer(RuleTransformer):
         if not _reads(right):
             return updated_node
         if c.dotted(device) == f"{CP}.device":  # the range is built on cache_position's own device
-            self.report(original_node, "mask-range-on-cache-device", FIXED)
+            self.report(
+                original_node, "mask-range-on-cache-device", FIXED, "the range is built on cache_position's device"
+            )
             return updated_node
         probe = _Move(device)
         moved = right.visit(probe)
         if not probe.moved:
-            self.report(original_node, "mask-range-aligned", FIXED)
+            self.report(original_node, "mask-range-aligned", FIXED, "cache_position is moved to the range's device")
             return updated_node
-        self.report(original_node, "mask-range-vs-cache-position", AFFECTED)
-        if not self.fix:
+        why = f"a range on {c.code(device)} compared with cache_position (on the inputs' device)"
+        if not self.report(original_node, "mask-range-vs-cache-position", AFFECTED, why):
             return updated_node
         target = updated_node.comparisons[0].with_changes(comparator=moved)
         return updated_node.with_changes(comparisons=[target])
@@ -93,4 +95,5 @@ RULE = Rule(
     transformer=CausalMaskTransformer,
     hint=_hint,
     requires=("rope_deltas",),
+    context=("arange(",),
 )

@@ -43,11 +43,11 @@ class RopeIndexTransformer(RuleTransformer):
             if side is None:
                 continue
             if isinstance(side, cst.Call):  # already moved somewhere: upstream's own choice
-                self.report(original_node, "index-mask-aligned", FIXED)
+                self.report(original_node, "index-mask-aligned", FIXED, "the mask row is moved before indexing")
                 continue
-            hit = True
-            self.report(original_node, "index-mask-unaligned", AFFECTED)
-            if self.fix:
+            why = f"an attention-mask row (on the embeddings' device) indexes {owner} (on the input ids' device)"
+            if self.report(original_node, "index-mask-unaligned", AFFECTED, why):
+                hit = True
                 comparison = elements[k].slice.value  # type: ignore[attr-defined]
                 moved = comparison.with_changes(left=c.to_device_of(comparison.left, owner))
                 elements[k] = elements[k].with_changes(slice=elements[k].slice.with_changes(value=moved))
@@ -66,4 +66,5 @@ RULE = Rule(
     transformer=RopeIndexTransformer,
     hint=_hint,
     requires=("rope_deltas",),
+    context=(f"{MASK}[",),
 )
