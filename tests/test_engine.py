@@ -150,7 +150,8 @@ def test_cli_scan_text_and_json(tmp_path: Path, capsys) -> None:
     root = make_tree(tmp_path)
     assert main(["scan", str(root)]) == 0
     out = capsys.readouterr().out
-    assert "6 affected, 1 fixed, 0 unknown-shape site(s) in 3 of 4 model file(s)" in out
+    assert "6 affected, 0 fixed, 1 safe, 0 unknown-shape, 0 unreadable site(s) in 3 of 4 model file(s)" in out
+    assert "because a Python int cache length: no second device" in out  # every site says why
     assert main(["scan", str(root), "--json", "--models", "alpha_vl"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert {s["status"] for s in data["sites"]} == {"affected"} and len(data["sites"]) == 4
@@ -222,21 +223,54 @@ def test_scan_memo_answers_like_a_fresh_parse_and_follows_edits(tmp_path: Path) 
     assert {s.status for s in engine.scan_tree(root, models=["beta_vl"]).sites} == {FIXED, SAFE}
 
 
-def test_cli_scan_versions_prints_a_release_by_model_table(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_cli_scan_versions_prints_a_row_per_release_and_model_and_a_column_per_rule(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
     from ropefix.releases import sources
 
     old, new = make_tree(tmp_path / "old"), make_tree(tmp_path / "new")
     engine.apply_tree(new, models=["alpha_vl"])
+    long = new / "src/transformers/models/a_model_with_a_long_name_vl"
+    long.mkdir()
+    (long / "modeling_a_model_with_a_long_name_vl.py").write_text((SNIPPETS / "int_offset_only.py").read_text())
     trees = {"1.0.0": old, "2.0.0": new}
     monkeypatch.setattr(sources, "resolve", lambda spec, *a, **k: sorted(trees))
     monkeypatch.setattr(sources, "release_tree", lambda v, *a, **k: trees[v])
     assert main(["scan", "--versions", "1-latest"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["release", "alpha_vl", "beta_vl"]
-    assert lines[1].split() == ["1.0.0", "A4", "A2"] and lines[2].split() == ["2.0.0", "ok", "A2"]
+    assert lines[0].split() == ["release", "model", "rope-deltas", "causal-mask", "rope-index-scatter"]
+    assert [ln.split() for ln in lines[1:6]] == [
+        ["1.0.0", "alpha_vl", "A4", "-", "-"],
+        ["beta_vl", "A2", "-", "-"],
+        ["2.0.0", "a_model_with_a_long_name_vl", "safe", "-", "-"],  # full names, no cut
+        ["alpha_vl", "fixed", "-", "-"],
+        ["beta_vl", "A2", "-", "-"],
+    ]
+    assert any(ln.startswith("A<n>: n sites the rule rewrites") for ln in lines)  # the legend
+    assert lines[-1] == (
+        "latest release scanned, 2.0.0: NOT safe: rope-deltas affected in beta_vl (causal-mask, rope-index-scatter: safe)"
+    )
+    assert main(["scan", "--versions", "1-latest", "--rules", "rope-deltas", "--models", "alpha_vl"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["release", "model", "rope-deltas"]
+    assert lines[-1] == "latest release scanned, 2.0.0: safe (no affected, unknown-shape or unreadable site)"
     assert main(["scan", "--versions", "1-latest", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert sorted(data) == ["1.0.0", "2.0.0"] and len(data["2.0.0"]["sites"]) == 7
+    assert sorted(data) == ["1.0.0", "2.0.0"] and len(data["2.0.0"]["sites"]) == 9
+
+
+def test_apply_and_patches_take_their_arguments_from_the_shared_helper() -> None:
+    """No command imports another command's module (issue 13)."""
+    import ast
+
+    commands = Path(engine.__file__).parents[1] / "commands"
+    for path in commands.glob("*.py"):
+        imported = {
+            n.module
+            for n in ast.walk(ast.parse(path.read_text()))
+            if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("ropefix.commands")
+        }
+        assert imported <= {"ropefix.commands._args"}, path.name
 
 
 # -- files that do not decode or parse ----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Argument types every command shares: positive counts and durations, and model lists (space- or comma-separated).
+"""Argument types every command shares: counts, durations, model lists (spaces or commas), rule lists.
 
 Nonsense numbers (0, negative, NaN) are argparse errors (exit 2) before any work starts.
 """
@@ -46,3 +46,17 @@ def models(values: list[str] | None) -> list[str] | None:
             "--models got an empty name (a stray comma?). Name model folders, e.g. `--models qwen2_vl qwen2_5_vl`."
         )
     return found
+
+
+def split(value: str | None) -> list[str] | None:
+    """``a,b`` -> ["a", "b"] (``--rules``); None (the option was not given) means all. A value naming
+    nothing is refused: it must not silently mean "all"."""
+    if value is None:
+        return None
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise RopefixError(
+            f"{value!r} names nothing. Give comma-separated names (e.g. --rules rope-deltas,causal-mask), or leave "
+            "the option out for all."
+        )
+    return names

@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from ropefix.commands.scan import split
+from ropefix.commands._args import split
 from ropefix.fix import engine
 
 

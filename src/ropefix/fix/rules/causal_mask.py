@@ -63,7 +63,7 @@ class CausalMaskTransformer(RuleTransformer):
         if not probe.moved:
             self.report(original_node, "mask-range-aligned", FIXED, "cache_position is moved to the range's device")
             return updated_node
-        why = f"a range on {c.code(device)} compared with cache_position (on the inputs' device)"
+        why = f"a range built on `{c.code(device)}` compared with cache_position (on the inputs' device)"
         if not self.report(original_node, "mask-range-vs-cache-position", AFFECTED, why):
             return updated_node
         target = updated_node.comparisons[0].with_changes(comparator=moved)
