@@ -220,6 +220,7 @@ def _run_on(code: str, rule: Rule, fix: bool, keep: frozenset[str]) -> tuple[str
     if not fix:
         _MEMO[key] = (found, problems)
         _MEMO_NEW += 1
+        return code, found, problems  # nothing rewritten: no need to print the tree again
     return new.code, found, problems
 
 
@@ -232,28 +233,28 @@ def rewrite_rule(text: str, rule: Rule, fix: bool, keep: frozenset[str] = frozen
     (not yet judged with the rest of the model: see ``judge``). ``keep``: sites not to rewrite."""
     if not any(n in text for n in rule.needles) or not all(r in text for r in rule.requires):
         return Outcome(text, [], [], [])
-    lines = text.splitlines(keepends=True)
     found = pieces.chunks(text, rule.needles, rule.hint)
     if found is None:  # indentation the regex cut cannot follow: Python's own parser cuts instead
         found = pieces.chunks_by_ast(text, rule.needles, rule.hint)
     try:
         if found is not None:
-            return _by_pieces(lines, found, rule, fix, keep)
+            return _by_pieces(text, found, rule, fix, keep)
     except cst.ParserSyntaxError:
         pass  # a function that does not stand alone: read the whole file instead
     try:
         new, got, problems = _run_on(text, rule, fix, keep)
     except cst.ParserSyntaxError as e:
         raise RopefixError(f"libcst cannot parse this file ({e.message}); is it Python 3 source?") from e
-    return Outcome(new, [(rule.name, f) for f in got], problems, _changed_ranges(lines, new.splitlines(True), 0))
+    touched = _changed_ranges(text.splitlines(True), new.splitlines(True), 0) if new != text else []
+    return Outcome(new, [(rule.name, f) for f in got], problems, touched)
 
 
-def _by_pieces(lines: list[str], found: list[pieces.Piece], rule: Rule, fix: bool, keep: frozenset[str]) -> Outcome:
+def _by_pieces(text: str, found: list[pieces.Piece], rule: Rule, fix: bool, keep: frozenset[str]) -> Outcome:
     findings: list[tuple[str, Finding]] = []
     problems: list[str] = []
     edits: list[tuple[int, int, list[str]]] = []
     for whole in found:
-        part = pieces.sliced(whole, rule.context)
+        part = pieces.sliced(whole, rule.context, rule.mentions, rule.statement, comments=fix)
         try:
             got, probs, changed = _on_piece(part, rule, fix, keep)
         except (cst.ParserSyntaxError, _Unspliceable):
@@ -263,7 +264,10 @@ def _by_pieces(lines: list[str], found: list[pieces.Piece], rule: Rule, fix: boo
         findings += [(rule.name, f) for f in got]
         problems += probs
         edits += changed
-    text, touched = _splice(lines, edits)
+    if edits:
+        text, touched = _splice(text.splitlines(keepends=True), edits)
+    else:
+        touched = []
     findings.sort(key=lambda rf: rf[1].line)
     return Outcome(text, findings, problems, touched)
 
@@ -436,8 +440,9 @@ def scan_tree(
     store = Store() if memo else None
     if store is not None:
         _memo_load(store)
-    elif _MEMO:
+    else:
         _MEMO.clear()
+        pieces.forget()
     chosen = select(rules)
     sites: list[Site] = []
     files = model_files(pkg, models)

@@ -11,8 +11,10 @@ rules in order.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import libcst as cst
 
@@ -70,13 +72,26 @@ class RuleTransformer(cst.CSTTransformer):
         self.findings: list[Finding] = []
         self.stack: list[cst.CSTNode] = []
 
+    # libcst looks up ``visit_<Type>`` / ``leave_<Type>`` (and ``_<attribute>`` variants) by name for
+    # every node, formatting a string each time: most of a scan's time. Rules define no attribute
+    # hooks, so those are skipped, and the per-type hooks are looked up once per class.
     def on_visit(self, node: cst.CSTNode) -> bool:
         self.stack.append(node)
-        return super().on_visit(node)
+        if type(node) in _NO_SITE:  # exact types: isinstance on libcst's ABCs costs more than the walk
+            return False  # nothing a rule reads lies below (or, for a signature, is read without a walk)
+        hook = _hooks(type(self), "visit_", type(node))
+        return hook is None or hook(self, node) is not False
 
     def on_leave(self, original_node: cst.CSTNode, updated_node: cst.CSTNode):  # type: ignore[override]
         self.stack.pop()  # inside leave_* the stack holds the ancestors only
-        return super().on_leave(original_node, updated_node)
+        hook = _hooks(type(self), "leave_", type(original_node))
+        return updated_node if hook is None else hook(self, original_node, updated_node)
+
+    def on_visit_attribute(self, node: cst.CSTNode, attribute: str) -> None:
+        return None
+
+    def on_leave_attribute(self, original_node: cst.CSTNode, attribute: str) -> None:
+        return None
 
     def function(self) -> cst.FunctionDef | None:
         for node in reversed(self.stack):
@@ -95,6 +110,21 @@ class RuleTransformer(cst.CSTTransformer):
         return self.fix and status == AFFECTED and text not in self.keep
 
 
+# Nodes below which no rule finds anything: layout (whitespace, comments, brackets, commas) and
+# signatures (rules read the parameters from the FunctionDef itself).
+_NO_SITE = frozenset({
+    cst.SimpleWhitespace, cst.ParenthesizedWhitespace, cst.TrailingWhitespace, cst.Newline, cst.EmptyLine,
+    cst.Comment, cst.Comma, cst.Dot, cst.Colon, cst.LeftParen, cst.RightParen, cst.LeftSquareBracket,
+    cst.RightSquareBracket, cst.LeftCurlyBrace, cst.RightCurlyBrace, cst.AssignEqual, cst.Semicolon,
+    cst.Parameters,
+})  # fmt: skip
+
+
+@functools.cache
+def _hooks(cls: type, prefix: str, node_type: type) -> Callable[..., Any] | None:
+    return getattr(cls, f"{prefix}{node_type.__name__}", None)
+
+
 @dataclass(frozen=True)
 class Rule:
     name: str
@@ -109,9 +139,14 @@ class Rule:
     # the suite names failures by that catalogue, verify maps them back to the rule through this
     hazard: str = ""
     # a statement of a function is only parsed when it holds one of these (with the compound
-    # statements around it and the function's signature): the rest of the function cannot change
-    # what the rule finds. Empty: the whole function is parsed.
+    # statements around it and the function's parameter names): the rest of the function cannot
+    # change what the rule finds. Empty: the whole function is parsed.
     context: tuple[str, ...] = ()
+    # names the rule must still see used where the statements using them are left out
+    mentions: tuple[str, ...] = ()
+    # a simple statement holding a context word is kept only when this accepts its text (it may
+    # say yes too often, never no for a statement that is a site or that a site depends on)
+    statement: Callable[[str], bool] = lambda text: True
     # the final word on one model folder's findings (every file of it, in file order): e.g. a store
     # is safe where nothing in the model combines the stored value with another device
     resolve: Callable[[list[Finding]], list[Finding]] = lambda found: found

@@ -11,6 +11,8 @@ comparison already required cache_position to be a tensor). Only files that hold
 
 from __future__ import annotations
 
+import re
+
 import libcst as cst
 
 from ropefix.fix import cst as c
@@ -83,8 +85,12 @@ def _reads(node: cst.CSTNode) -> bool:
     return bool(seen)
 
 
+# a range compared right after its closing bracket, as every known shape writes it
+_COMPARED_RANGE = re.compile(r"arange\([^\n]*\)\s*[<>]")
+
+
 def _hint(text: str) -> bool:
-    return "arange(" in text and CP in text and ("device=" in text)
+    return CP in text and "device=" in text and _COMPARED_RANGE.search(text) is not None
 
 
 RULE = Rule(

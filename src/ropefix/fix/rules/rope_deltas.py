@@ -31,6 +31,7 @@ Sites and shapes:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 
 import libcst as cst
@@ -383,19 +384,34 @@ def _hint(text: str) -> bool:
     """Could this function hold a site? It may answer yes too often, never no for a site.
 
     A store is ``.rope_deltas = <not None>``; an addition has the deltas on a line with a ``+``/``-``
-    that is not just the assignment to a local ``rope_deltas`` (that is the getter's own arithmetic).
-    A shift needs such an addition in its function (the delta it shifts by is made there).
+    that is not just the assignment to a local ``rope_deltas`` (that is the getter's own arithmetic),
+    and that reads stored deltas or sits in a function using cache_position (local deltas are only
+    a site when added to it). A shift needs such an addition in its function (its delta is made there).
     """
+    uses_cp = CP in text
     for ln in text.splitlines():
-        s = ln.strip()
+        s = ln.split("#", 1)[0].strip()
         if "rope_deltas" not in s:
             continue
         if ".rope_deltas =" in s and not s.endswith("= None"):
             return True
         rhs = s.split(" = ", 1)[1] if " = " in s else s
-        if "rope_deltas" in rhs and (" + " in rhs or " - " in rhs or rhs[:1] in ("+", "-")):
+        adds = " + " in rhs or " - " in rhs or rhs[:1] in ("+", "-")
+        if "rope_deltas" in rhs and adds and (uses_cp or ".rope_deltas" in rhs):
             return True
     return False
+
+
+# a statement whose one target names a delta: a store, or a local a shift may read (``delta = ...``);
+# the rule follows no tuple target, so ``position_ids, rope_deltas = ...`` never matters to it
+_ASSIGNS_DELTA = re.compile(r"[\w.\[\]]*delta\w*\s*(?::[^=\n]*)?=(?!=)")
+
+
+def _statement(text: str) -> bool:
+    """Could this statement be a site, or make a local a shift reads? (Yes too often, never no for one.)"""
+    if _GEN_POSITIONS in text:
+        return True
+    return "+" in text or " - " in text or ".add(" in text or _ASSIGNS_DELTA.match(text.lstrip()) is not None
 
 
 RULE = Rule(
@@ -405,6 +421,8 @@ RULE = Rule(
     needles=("rope_deltas",),
     transformer=RopeDeltasTransformer,
     hint=_hint,
-    context=("rope_deltas", CP, "delta", _GEN_POSITIONS),
+    context=("delta", _GEN_POSITIONS),  # "delta" covers rope_deltas
+    mentions=(CP,),  # whether a function without the parameter uses cache_position at all
+    statement=_statement,
     resolve=resolve,
 )

@@ -10,6 +10,8 @@ in ``get_rope_index`` whose index compares ``attention_mask[...]``; the fix read
 
 from __future__ import annotations
 
+import re
+
 import libcst as cst
 
 from ropefix.fix import cst as c
@@ -54,8 +56,12 @@ class RopeIndexTransformer(RuleTransformer):
         return updated_node.with_changes(slice=elements) if hit and self.fix else updated_node
 
 
+# an index compared on a mask row, moved or not: ``[..., attention_mask[i] == 1]``
+_COMPARED_ROW = re.compile(MASK + r"\[[^\]\n]*\](?:\.to\([^)\n]*\))?\s*==")
+
+
 def _hint(text: str) -> bool:
-    return "get_rope_index" in text and f"{MASK}[" in text
+    return "get_rope_index" in text and _COMPARED_ROW.search(text) is not None
 
 
 RULE = Rule(
