@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ropefix.fix import engine
-from ropefix.fix.rules import AFFECTED, UNKNOWN
+from ropefix.fix import engine, pieces
+from ropefix.fix.rules import AFFECTED, SAFE, UNKNOWN
 from ropefix.releases import sources
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
@@ -69,3 +69,26 @@ def test_later_refactor_leaves_no_rope_deltas_site_affected(shared_store) -> Non
     report = engine.scan_tree(root, rules="rope-deltas")
     assert report.sites and report.with_status(AFFECTED) == []
     assert not engine.apply_tree(root, rules="rope-deltas", dry_run=True).changed
+
+
+def test_stores_that_only_meet_an_int_cache_length_are_safe_and_left_alone(shared_store) -> None:
+    """5.0.0: Qwen2.5-Omni adds its stored deltas to past_key_values_length only (safe); Qwen2-VL's
+    generation path adds them to cache_position (affected)."""
+    root = sources.release_tree("5.0.0", shared_store)
+    sites = engine.scan_tree(root, models=["qwen2_5_omni", "qwen2_vl"], rules="rope-deltas").sites
+    omni = [s for s in sites if s.model == "qwen2_5_omni"]
+    assert omni and {s.status for s in omni} == {SAFE}
+    assert {s.reason for s in omni if s.shape == "store-unaligned"} == {
+        "the stored deltas only meet an int cache length"
+    }
+    assert ("store-unaligned", AFFECTED) in {(s.shape, s.status) for s in sites if s.model == "qwen2_vl"}
+    patch = engine.apply_tree(root, models=["qwen2_5_omni", "qwen2_vl"], rules="rope-deltas", dry_run=True)
+    assert {c.file.split("/")[3] for c in patch.changes} == {"qwen2_vl"}
+
+
+def test_statement_slices_find_what_whole_functions_find(shared_store, monkeypatch) -> None:
+    """The scan parses only statements a rule reads; parsing whole functions must find the same sites."""
+    root = sources.release_tree("5.0.0", shared_store)
+    sliced = engine.scan_tree(root, memo=False)
+    monkeypatch.setattr(pieces, "sliced", lambda piece, *args, **kwargs: piece)
+    assert engine.scan_tree(root, memo=False) == sliced
