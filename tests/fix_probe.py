@@ -4,9 +4,10 @@
 
 The tree under test is whatever ``transformers`` is first on ``PYTHONPATH``. Each example goes
 through the regression suite's own oracle (``ropefix.prove.suite.Runner``): a run placed over two
-simulated accelerators must return the one-device run's tokens bit for bit. Prints one JSON object
-{example: outcome}, the outcome being ``green`` (compared, identical), ``red <hazard> <site> | <code>``
-or ``not-compared: <error>`` (the path fails on one device, so there is nothing to compare).
+simulated accelerators must return the unsplit model's tokens. Prints one JSON object
+{example: outcome}, the outcome being ``green`` (compared, identical), ``red <hazard> <site> | <code>``,
+``not-compared: <error>`` (the path fails unsplit, so there is nothing to compare) or
+``not-placeable: <why>`` (accelerate refused the layout).
 
 The tiny model's family is named here rather than discovered: releases before 4.47 keep the deltas
 in the generation arguments, not on the model, so discovery (which looks for stored deltas) passes
@@ -42,14 +43,16 @@ def layout(runner: suite.Runner, kind: str, input_device: str) -> layouts.Layout
 def outcome(runner: suite.Runner, example: str) -> str:
     path, kind, batch, where, input_device = example.split("/")
     b = int(batch)
-    prompt = Prompt(
-        kind=kind, batch=b, length=4, pad=1 if b > 1 else 0, grid=(1, 2 * runner.tiny.merge, 2 * runner.tiny.merge)
-    )
+    grid = (1, 2 * runner.tiny.merge, 2 * runner.tiny.merge)
+    prompt = Prompt(kind=kind, batch=b, length=4, pad=1 if b > 1 else 0, grid=grid)
     shape = Shape(max_new_tokens=3, num_beams=2 if path == "generate-beams" else 1)
-    base = runner.baseline(prompt, path, shape)
-    if isinstance(base, Exception):
-        return f"not-compared: {type(base).__name__}: {str(base)[:200]}"
-    failure = runner.check(layout(runner, where, input_device), prompt, path, shape)
+    ref = runner.reference(prompt, path, shape)
+    if not ref.ok:
+        return f"not-compared: {ref.error[:200]}"
+    placed = layout(runner, where, input_device)
+    failure = runner.check(placed, prompt, path, shape)
+    if runner.unplaceable:
+        return f"not-placeable: {next(iter(runner.unplaceable.values()))}"
     if failure is None:
         return "green"
     return f"red {failure.hazard} {failure.site} | {failure.code}"

@@ -155,6 +155,9 @@ def test_cli_scan_text_and_json(tmp_path: Path, capsys) -> None:
     assert main(["scan", str(root), "--json", "--models", "alpha_vl"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert {s["status"] for s in data["sites"]} == {"affected"} and len(data["sites"]) == 4
+    for models in (["alpha_vl", "beta_vl"], ["alpha_vl,beta_vl"]):  # the one grammar: spaces, commas accepted
+        assert main(["scan", str(root), "--json", "--models", *models]) == 0
+        assert len(json.loads(capsys.readouterr().out)["sites"]) == 7
     assert main(["scan"]) == 1  # neither PATH nor --versions
 
 
@@ -266,9 +269,10 @@ def test_apply_and_patches_take_their_arguments_from_the_shared_helper() -> None
     commands = Path(engine.__file__).parents[1] / "commands"
     for path in commands.glob("*.py"):
         imported = {
-            n.module
+            f"{n.module}.{a.name}" if n.module == "ropefix.commands" else n.module
             for n in ast.walk(ast.parse(path.read_text()))
             if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("ropefix.commands")
+            for a in n.names
         }
         assert imported <= {"ropefix.commands._args"}, path.name
 

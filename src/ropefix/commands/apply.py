@@ -1,4 +1,4 @@
-"""``ropefix apply PATH [--check] [--dry-run] [--models a,b] [--rules r]``: rewrite every affected site."""
+"""``ropefix apply PATH [--check] [--dry-run] [--models a b] [--rules r]``: rewrite every affected site."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from ropefix.commands._args import split
+from ropefix.commands import _args
 from ropefix.fix import engine
 
 
@@ -24,14 +24,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--check", action="store_true", help="change nothing; exit 1 and show the diff if any site is affected"
     )
     mode.add_argument("--dry-run", action="store_true", help="change nothing; print the diff")
-    p.add_argument("--models", metavar="A,B", help="only these model folders (e.g. qwen2_vl,qwen2_5_vl)")
+    _args.add_models(p, "only these model folders (e.g. qwen2_vl qwen2_5_vl)")
     p.add_argument("--rules", metavar="R,S", help="only these rules (default: all)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     dry = args.check or args.dry_run
-    report = engine.apply_tree(args.path, models=split(args.models), rules=split(args.rules), dry_run=dry)
+    models = _args.models(args.models)
+    report = engine.apply_tree(args.path, models=models, rules=_args.split(args.rules), dry_run=dry)
     if dry:
         sys.stdout.write(report.diff)
         sys.stdout.flush()
@@ -41,7 +42,11 @@ def run(args: argparse.Namespace) -> int:
     if report.modular_checked:
         print(f"modular converter agrees for: {', '.join(report.modular_checked)}")
     if args.check and report.changed:
-        scope = "".join(f" --{k} {shlex.quote(v)}" for k, v in (("models", args.models), ("rules", args.rules)) if v)
+        given = (
+            ("models", " ".join(shlex.quote(m) for m in models or [])),
+            ("rules", args.rules and shlex.quote(args.rules)),
+        )
+        scope = "".join(f" --{k} {v}" for k, v in given if v)
         print(
             f"affected sites remain; fix them with: ropefix apply {shlex.quote(str(args.path))}{scope}",
             file=sys.stderr,

@@ -8,7 +8,7 @@ import shlex
 from pathlib import Path
 
 from ropefix import ui
-from ropefix.commands._args import split
+from ropefix.commands import _args
 from ropefix.errors import RopefixError
 from ropefix.fix import engine
 from ropefix.fix.rules import AFFECTED, FIXED, REGISTRY, STATUSES, UNKNOWN, UNREADABLE, select
@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("path", nargs="?", type=Path, metavar="PATH")
     p.add_argument("--versions", metavar="SPEC", help="releases to scan instead of PATH (e.g. 4.45-latest)")
-    p.add_argument("--models", metavar="A,B", help="only these model folders (e.g. qwen2_vl,qwen2_5_vl)")
+    _args.add_models(p, "only these model folders (e.g. qwen2_vl qwen2_5_vl)")
     p.add_argument("--rules", metavar="R,S", help=f"only these rules (default: all: {', '.join(REGISTRY)})")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     p.set_defaults(func=run)
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         raise RopefixError(
             "Give either a PATH to scan or --versions SPEC (e.g. `ropefix scan --versions 4.45-latest`)."
         )
-    models, rules = split(args.models), split(args.rules)
+    models, rules = _args.models(args.models), _args.split(args.rules)
     if args.path is not None:
         report = engine.scan_tree(args.path, models=models, rules=rules)
         print(json.dumps(report.to_json(), indent=1) if args.json else render(report))
