@@ -41,6 +41,11 @@ def models(values: list[str] | None) -> list[str] | None:
     if values is None:
         return None
     found = [v.strip() for item in values for v in item.split(",")]
+    if not any(found):
+        raise RopefixError(
+            f"--models {' '.join(values)!r} names nothing. Name model folders, e.g. `--models qwen2_vl qwen2_5_vl`, "
+            "or leave the option out for all."
+        )
     if not all(found):
         raise RopefixError(
             "--models got an empty name (a stray comma?). Name model folders, e.g. `--models qwen2_vl qwen2_5_vl`."

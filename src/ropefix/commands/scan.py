@@ -98,7 +98,9 @@ def table(reports: dict[str, engine.ScanReport], rules: list[str]) -> str:
         first = True
         for model, sites in sorted(by_model.items()):
             # an unreadable file is no rule's: it stands in every rule's column
-            rows.append([v if first else "", model, *(cell([s for s in sites if s.rule in (r, "all")]) for r in rules)])
+            rows.append(
+                [v if first else "", model, *(cell([s for s in sites if s.rule in (r, "all")]) for r in rules)]
+            )
             first = False
         if first:
             rows.append([v, "(no site)", *("-" for _ in rules)])

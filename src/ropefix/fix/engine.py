@@ -13,6 +13,7 @@ import ast
 import difflib
 import hashlib
 import json
+import os
 import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,7 +26,6 @@ from ropefix.fix import formatting, pieces
 from ropefix.fix.rules import AFFECTED, STATUSES, UNREADABLE, Finding, Rule, select
 from ropefix.fix.rules.base import locate
 from ropefix.store import Store
-
 
 
 @dataclass(frozen=True)
