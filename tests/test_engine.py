@@ -281,28 +281,39 @@ def test_apply_and_patches_take_their_arguments_from_the_shared_helper() -> None
 
 LATIN1 = b"# caf\xe9\nclass A:\n    def forward(self, cache_position=None):\n        self.rope_deltas = 1\n"
 BROKEN_TAIL = "\n\ndef broken(:\n    pass\n"  # outside every chunk the rules read
+BROKEN_STORE = ("            self.rope_deltas = rope_deltas\n", "            self.rope_deltas = rope_deltas +\n")
 
 
-@pytest.mark.parametrize("damage, why", [("latin-1", "UTF-8"), ("syntax", "syntax")])
+@pytest.mark.parametrize(
+    "damage, why, scan_sees",
+    [("latin-1", "UTF-8", True), ("syntax where a rule reads", "syntax", True), ("syntax elsewhere", "syntax", False)],
+)
 def test_a_file_that_does_not_decode_or_parse_is_unreadable_and_apply_writes_nothing(
-    tmp_path: Path, damage: str, why: str, capsys
+    tmp_path: Path, damage: str, why: str, scan_sees: bool, capsys
 ) -> None:
     root = make_tree(tmp_path)
     bad = root / "src/transformers/models/alpha_vl/modeling_alpha_vl.py"
+    text = bad.read_text()
     if damage == "latin-1":
         bad.write_bytes(LATIN1 + bad.read_bytes())
         line = 1
+    elif damage == "syntax where a rule reads":
+        line = text.splitlines(keepends=True).index(BROKEN_STORE[0]) + 1
+        bad.write_text(text.replace(*BROKEN_STORE))
     else:
-        line = len(bad.read_text().splitlines()) + 3  # the `def broken(:` line
-        bad.write_text(bad.read_text() + BROKEN_TAIL)
+        line = len(text.splitlines()) + 3  # the `def broken(:` line
+        bad.write_text(text + BROKEN_TAIL)
     report = engine.scan_tree(root)
-    [site] = report.with_status(engine.UNREADABLE)
-    assert (site.file, site.line) == ("src/transformers/models/alpha_vl/modeling_alpha_vl.py", line)
-    assert why in site.code
-    assert len(report.affected) == 4  # the readable files are still scanned
-    assert main(["scan", str(root)]) == 1
-    out = capsys.readouterr().out
-    assert f"{line:>6}  unreadable" in out and "1 unreadable" in out
+    if scan_sees:
+        [site] = report.with_status(engine.UNREADABLE)
+        assert (site.file, site.line) == ("src/transformers/models/alpha_vl/modeling_alpha_vl.py", line)
+        assert why in site.code
+        assert len(report.affected) == 4  # the readable files are still scanned
+        assert main(["scan", str(root)]) == 1
+        out = capsys.readouterr().out
+        assert f"{line:>6}  unreadable" in out and "1 unreadable" in out
+    else:  # the scan parses only what the rules read (a full parse costs several scans): apply finds it
+        assert report.with_status(engine.UNREADABLE) == [] and len(report.affected) == 6
     before = {p: p.read_bytes() for p in root.rglob("*.py")}
     with pytest.raises(RopefixError) as e:
         engine.apply_tree(root)

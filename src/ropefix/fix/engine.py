@@ -224,6 +224,14 @@ def _run_on(code: str, rule: Rule, fix: bool, keep: frozenset[str]) -> tuple[str
     return new.code, found, problems
 
 
+class Unparsable(RopefixError):
+    """Code a rule must read does not parse (libcst's line and message); scan calls its file unreadable."""
+
+    def __init__(self, line: int, why: str) -> None:
+        super().__init__(f"line {line}: {why}; ropefix reads model files as Python 3 source.")
+        self.line, self.why = line, why
+
+
 class _Unspliceable(Exception):
     """A rewrite of a slice touched a line the slice left out: redo that function whole."""
 
@@ -244,7 +252,7 @@ def rewrite_rule(text: str, rule: Rule, fix: bool, keep: frozenset[str] = frozen
     try:
         new, got, problems = _run_on(text, rule, fix, keep)
     except cst.ParserSyntaxError as e:
-        raise RopefixError(f"libcst cannot parse this file ({e.message}); is it Python 3 source?") from e
+        raise Unparsable(e.editor_line, f"a syntax error ({e.message.splitlines()[0]})") from e
     touched = _changed_ranges(text.splitlines(True), new.splitlines(True), 0) if new != text else []
     return Outcome(new, [(rule.name, f) for f in got], problems, touched)
 
@@ -378,7 +386,8 @@ def _sites(rel: str, model: str, found: list[tuple[str, Finding]]) -> list[Site]
 
 def unreadable(data: bytes, rel: str) -> tuple[int, str] | None:
     """(line, why) when a model file is not UTF-8 Python 3 source, else None (memoised by content: a full
-    parse costs ~20 ms per modeling file, which a scan of many releases would pay again for every release)."""
+    parse costs ~20 ms per modeling file, 4-9x ``grep -rn rope_deltas`` over a whole release, so only
+    ``apply_tree`` and a scan that met a parse failure pay it)."""
     global _MEMO_NEW
     key = f"readable:{hashlib.sha256(data).hexdigest()}"
     if key in _MEMO:
@@ -434,7 +443,12 @@ def scan_tree(
     memo: bool = True,
 ) -> ScanReport:
     """Every site of the chosen rules under ``root``, judged per model folder; ``memo=False``
-    parses everything afresh."""
+    parses everything afresh.
+
+    A file that does not decode, or whose code a rule reads does not parse, is one ``unreadable``
+    site (line and why, from Python's own compiler). Code no rule reads is not parsed here (a full
+    parse of every file costs several times the whole scan); ``apply_tree`` parses each file whole
+    before it writes anything."""
     root = Path(root)
     pkg, prefix = package_dir(root)
     store = Store() if memo else None
@@ -447,17 +461,18 @@ def scan_tree(
     sites: list[Site] = []
     files = model_files(pkg, models)
     for model, texts in _models(files, chosen):
-        readable: list[tuple[Path, str]] = []
+        read: list[tuple[str, Outcome]] = []
         for path, data in texts:
             rel = path.relative_to(root).as_posix()
-            if bad := unreadable(data, rel):
-                why = "not UTF-8 Python 3 source: no site in it can be judged"
-                sites.append(Site(model, rel, bad[0], "all", "unreadable", UNREADABLE, bad[1], why))
-            else:
-                readable.append((path, data.decode()))
-        judged, _ = judge([_scan_text(text, chosen).findings for _, text in readable], chosen)
-        for (path, _), found in zip(readable, judged):
-            sites += _sites(path.relative_to(root).as_posix(), model, found)
+            try:  # a file is unreadable when it does not decode, or when code a rule reads does not parse
+                read.append((rel, _scan_text(data.decode(), chosen)))
+            except (UnicodeDecodeError, Unparsable, ValueError) as e:
+                line, why = unreadable(data, rel) or (getattr(e, "line", 1), getattr(e, "why", str(e)))
+                reason = "not UTF-8 Python 3 source: no site in it can be judged"
+                sites.append(Site(model, rel, line, "all", "unreadable", UNREADABLE, why, reason))
+        judged, _ = judge([o.findings for _, o in read], chosen)
+        for (rel, _), found in zip(read, judged):
+            sites += _sites(rel, model, found)
     if store is not None:
         _memo_save(store)
     return ScanReport(str(root), prefix, sites, len(files))
