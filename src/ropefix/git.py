@@ -17,8 +17,6 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import git as gitpython
-
 from ropefix import files
 from ropefix.errors import RopefixError
 
@@ -62,6 +60,10 @@ def _execute(
     *,
     raw: bool = False,
 ):  # -> str, or bytes when raw
+    # Imported where used: GitPython runs `git version` on import, and it is the ship extra's, so
+    # `import ropefix.git` (and every module above it) stays cheap and works on the lean core.
+    import git as gitpython
+
     cmd = [gitpython.Git.GIT_PYTHON_GIT_EXECUTABLE or "git", *args]
     runner = gitpython.Git(str(cwd) if cwd else None)
     try:
@@ -294,6 +296,8 @@ class Repo:
         importing a release archive about as cheap as reading it. Modes are 0o100644, 0o100755
         or 0o120000 (a symlink; its bytes are the link target).
         """
+        import git as gitpython
+
         parent = self.rev_parse(f"refs/heads/{branch}") if self.has_ref(f"refs/heads/{branch}") else None
         cmd = [gitpython.Git.GIT_PYTHON_GIT_EXECUTABLE or "git", "fast-import", "--quiet", "--done"]
         with _scrubbed_environ():

@@ -26,13 +26,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
-
-import filelock
-import platformdirs
+from typing import IO, TYPE_CHECKING
 
 from ropefix import files
 from ropefix.errors import RopefixError
+
+if TYPE_CHECKING:  # filelock and platformdirs come with the kit's extras; the lean core imports this module too
+    import filelock
 
 ENV_VAR = "ROPEFIX_CACHE"
 SECTIONS = ("downloads", "repos", "worktrees", "results")
@@ -45,6 +45,8 @@ def default_root() -> Path:
     override = os.environ.get(ENV_VAR)
     if override:
         return Path(override).expanduser().resolve()
+    import platformdirs
+
     return Path(platformdirs.user_cache_dir("ropefix"))
 
 
@@ -105,6 +107,8 @@ class Store:
     @contextlib.contextmanager
     def lock(self, name: str = "store", timeout: float = 600) -> Iterator[None]:
         """An inter-process lock; concurrent ropefix runs serialise on it."""
+        import filelock
+
         lock = _file_lock(self.root / f".{name}.lock")
         try:
             with lock.acquire(timeout=timeout):
@@ -207,6 +211,8 @@ _LOCKS: dict[str, filelock.FileLock] = {}
 
 
 def _file_lock(path: Path) -> filelock.FileLock:
+    import filelock
+
     key = str(path)
     if key not in _LOCKS:
         _LOCKS[key] = filelock.FileLock(key)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from ropefix import ui
 from ropefix.errors import RopefixError
-from ropefix.ship import patches
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ropefix.ship import patches
+
     if args.refresh:
         index = patches.refresh(args.dir, args.releases or patches.DEFAULT_SPEC)
         print(patches.release_table(index), end="")
