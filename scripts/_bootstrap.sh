@@ -7,6 +7,6 @@ if [ ! -x .venv/bin/ropefix ] || [ pyproject.toml -nt .venv/.ropefix-installed ]
   python3 -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q "$ROPEFIX_TORCH"
-  .venv/bin/python -m pip install -q -e ".[test]" "$ROPEFIX_TORCH"
+  .venv/bin/python -m pip install -q -e ".[all,test]" "$ROPEFIX_TORCH"  # every command's extra, and the test tools
   touch .venv/.ropefix-installed
 fi

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,23 @@ def test_the_repos_tox_ini_quick_label_is_ci_sized() -> None:
     assert {specs[e].torch for e in quick} == {toxenv.QUICK_TORCH}
     assert {specs[e].torch for e in full} == set(toxenv.TORCHES)
     assert "tests" in specs  # scripts/test's env survives every sync
+
+
+def _recorded_selection(block: str) -> tuple[toxenv.Selection, list[str], str]:
+    """The selection, torch releases and quick torch a generated block records (comments, labels, pins)."""
+    reasons = dict(re.findall(r"^#   (\S+): (.*)$", block, re.MULTILINE))
+    quick, quick_torch = re.search(r"quick = tf\{([^}]*)\}-torch(\d+)", block).groups()
+    full_torch = re.search(r"full = tf\{[^}]*\}-torch\{([^}]*)\}", block)[1].split(",")
+    pins = dict(re.findall(r"^    (torch\d+): torch==(\S+)$", block, re.MULTILINE))
+    picked = tuple(v for v in reasons if toxenv.tf_factor(v)[2:] in quick.split(","))
+    selection = toxenv.Selection(full=tuple(reasons), quick=picked, reasons=reasons)
+    return selection, [pins[f"torch{t}"] for t in full_torch], pins[f"torch{quick_torch}"]
+
+
+def test_the_repos_tox_ini_block_is_what_the_renderer_writes() -> None:
+    """A change to render_block goes into tox.ini too (`ropefix matrix --sync-tox`), never by hand alone."""
+    text = (REPO / "tox.ini").read_text()
+    block = text[text.index(toxenv.BEGIN) : text.index(toxenv.END) + len(toxenv.END)] + "\n"
+    assert toxenv.render_block(*_recorded_selection(block)) == block
+    # every env installs the kit with verify's extras (a lean install has neither the suite nor the engine)
+    assert f"extras = {', '.join(toxenv.ENV_EXTRAS)}\n" in block and set(toxenv.ENV_EXTRAS) == {"fix", "prove"}

@@ -5,6 +5,10 @@ The inner runs are in-process (fast; the plugin is found through its entry point
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -100,3 +104,23 @@ def test_bad_marker_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest()
     result.stdout.fnmatch_lines(["*ropefix_devices needs a whole number of devices*"])
     assert result.ret != 0
+
+
+HEAVY = ("torch", "transformers", "hypothesis", "libcst", "git", "accelerate", "matplotlib", "yaml", "numpy", "tox")
+
+
+def test_loading_the_plugin_imports_nothing_heavy() -> None:
+    """Everyone who installs ropefix gets the plugin in every pytest run, so loading it must cost next to nothing.
+
+    pytest is imported first, as it is when pytest loads its plugins; ``-X importtime`` reports the
+    plugin's own cumulative time (about 1.5 ms here; torch alone takes seconds).
+    """
+    code = f"import json, sys, pytest, ropefix.pytest_plugin; print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code], check=True, capture_output=True, text=True, timeout=120
+    )
+    assert json.loads(done.stdout) == []
+    (cumulative_us,) = [
+        int(line.split("|")[1]) for line in done.stderr.splitlines() if line.endswith("| ropefix.pytest_plugin")
+    ]
+    assert cumulative_us < 100_000, f"importing ropefix.pytest_plugin took {cumulative_us / 1000:.1f} ms"

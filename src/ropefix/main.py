@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from ropefix import __version__
+from ropefix import __version__, extras
 from ropefix.errors import RopefixError
 
 # One module per subcommand under ropefix.commands; each defines
@@ -46,7 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with extras.needed_by(args.command):  # a missing extra: one line naming the pip install, exit 1
+            return int(args.func(args) or 0)
     except RopefixError as e:
         print(f"ropefix: error: {e}", file=sys.stderr)
         return e.exit_code

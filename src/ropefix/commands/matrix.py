@@ -11,7 +11,7 @@ import json
 import shlex
 from pathlib import Path
 
-from ropefix import proc, ui
+from ropefix import extras, proc, ui
 from ropefix.commands._args import positive_float, positive_int
 from ropefix.errors import RopefixError
 from ropefix.files import atomic_write
@@ -52,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    extras.require("tox")  # every mode asks tox for the env list; run as `python -m tox`, so no import fails first
     tox_ini = args.tox_ini.resolve()
     if not tox_ini.is_file():
         raise RopefixError(f"No tox.ini at {tox_ini}. Run from the kit's checkout or pass --tox-ini PATH.")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ropefix import proc
 from ropefix.errors import RopefixError
+from ropefix.extras import MissingExtra
 
 LINE_LENGTH = 119  # upstream's setting in its pyproject.toml
 
@@ -23,7 +24,7 @@ def ruff() -> str:
     beside = Path(sys.executable).parent / "ruff"
     found = str(beside) if beside.exists() else shutil.which("ruff")
     if not found:
-        raise RopefixError("ruff is not installed, so rewritten code cannot be formatted. Run `pip install ruff`.")
+        raise MissingExtra("ruff")  # rewritten code is formatted by ruff, which the fix extra installs
     return found
 
 

@@ -79,7 +79,7 @@ def render_workflow(envs: list[str], label: str) -> str:
                 "runs-on": list(GPU_LABELS),
                 "timeout-minutes": 120,
                 "steps": [
-                    *_setup('-e ".[test]"'),
+                    *_setup('-e ".[all,test]"'),
                     {"name": "GPUs this runner has", "run": "nvidia-smi -L"},
                     {
                         "name": "The same suite on real devices",

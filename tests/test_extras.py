@@ -1,0 +1,215 @@
+"""The lean core and the extras: what pyproject.toml declares, what each command imports, and the
+one-line hint when an extra is missing.
+
+Absence is simulated in a subprocess by a finder that refuses the extras' modules, as an
+environment without them would; tests/test_packaging.py does it for real in a fresh virtualenv.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+from ropefix import extras, main
+from ropefix.fix import formatting
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+REPO = Path(__file__).resolve().parents[1]
+SRC = REPO / "src" / "ropefix"
+CORE = {"torch", "packaging"}  # import names of the core's distributions
+# Options that reach past their command's extras, each through a lazy import (the hint then adds
+# the extra of the module that was missing): scan --versions fetches release trees; matrix --sync-tox
+# runs that scan and reads verify's default models (prove's modules load, its libraries do not).
+REACH = {"scan": {"ship"}, "matrix": {"fix", "ship", "prove"}}
+# What a core environment must not hold after the core's imports (filelock comes with torch itself).
+EXTRA_MODULES = sorted(set(extras.PROVIDER) - {"filelock", "ruff"})
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def test_pyproject_declares_the_distributions_extras_lists() -> None:
+    project = _pyproject()["project"]
+    declared = {
+        name: {Requirement(r).name for r in reqs}
+        for name, reqs in project["optional-dependencies"].items()
+        if name not in ("all", "test")
+    }
+    assert declared == {name: set(dists) for name, dists in extras.EXTRAS.items()}
+    (everything,) = project["optional-dependencies"]["all"]
+    assert Requirement(everything).name == "ropefix" and Requirement(everything).extras == set(extras.EXTRAS)
+    assert {Requirement(r).name for r in project["dependencies"]} == CORE
+    assert set(extras.COMMANDS) == set(main.COMMANDS)
+    assert {e for needed in extras.COMMANDS.values() for e in needed} <= set(extras.EXTRAS)
+
+
+@functools.cache
+def _module_imports() -> dict[str, set[str]]:
+    """Every ropefix module -> every name it imports, at the top or inside a function."""
+    found: dict[str, set[str]] = {}
+    for path in SRC.rglob("*.py"):
+        parts = path.relative_to(SRC.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+        found[name] = names
+    return found
+
+
+def _third_party_reach(start: str, graph: dict[str, set[str]]) -> set[str]:
+    """Top-level third-party modules ``start`` can import, following ropefix's own imports."""
+    seen: set[str] = set()
+    todo, third = [start], set()
+    while todo:
+        mod = todo.pop()
+        if mod in seen:
+            continue
+        seen.add(mod)
+        for name in graph[mod]:
+            if not name.startswith("ropefix"):
+                top = name.partition(".")[0]
+                if top not in sys.stdlib_module_names and top != "__future__":
+                    third.add(top)
+                continue
+            parts = name.split(".")
+            todo += [".".join(parts[:k]) for k in range(1, len(parts) + 1) if ".".join(parts[:k]) in graph]
+    return third
+
+
+@pytest.mark.parametrize("command", main.COMMANDS)
+def test_each_command_imports_only_the_core_and_its_extras(command: str) -> None:
+    """Static, so a new import anywhere under a command shows up here before a user's install misses it."""
+    reach = _third_party_reach(f"ropefix.commands.{command}", _module_imports())
+    allowed = set(CORE)
+    for extra in {*extras.COMMANDS[command], *REACH.get(command, ())}:
+        allowed |= set(extras.EXTRAS[extra].values())
+    assert reach <= allowed, f"ropefix {command} imports {sorted(reach - allowed)}: add the extra to extras.COMMANDS"
+
+
+@pytest.mark.parametrize("module", ["ropefix", "ropefix.hotfix", "ropefix.devices", "ropefix.pytest_plugin"])
+def test_the_core_modules_reach_no_extra(module: str) -> None:
+    reach = _third_party_reach(module, _module_imports())
+    assert reach <= CORE | {"pytest"}, reach  # pytest: the plugin runs inside pytest only
+
+
+BLOCK = """
+import importlib.abc, sys
+BLOCKED = set(sys.argv[1].split(","))
+tried = []
+
+class Absent(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in BLOCKED:
+            tried.append(name)
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, Absent())
+"""
+
+
+CLI = "from ropefix.main import main; raise SystemExit(main(sys.argv[2:]))"
+
+
+def _without_extras(code: str, *args: str, blocked: list[str] = EXTRA_MODULES) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter where every extra's module (or those ``blocked``) is missing."""
+    return subprocess.run(
+        [sys.executable, "-c", BLOCK + code, ",".join(blocked), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_the_core_works_without_any_extra() -> None:
+    done = _without_extras(
+        """
+import contextlib, io, json
+import ropefix, ropefix.pytest_plugin
+cheap = "torch" not in sys.modules  # torch loads when the hotfix or the simulator is used
+import torch
+from ropefix import main
+from ropefix.devices import simulate
+fix = ropefix.hotfix(torch.nn.Linear(2, 2))  # the callable module, with nothing to guard here
+with simulate(2):
+    x = torch.ones(2, device="cuda:1")
+    try:
+        x + torch.ones(2, device="cuda:0")
+        mixed = "no error"
+    except RuntimeError as e:
+        mixed = str(e)
+parser = main.build_parser()
+helped = 0
+for command in main.COMMANDS:
+    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()) as out:
+        parser.parse_args([command, "--help"])
+    helped += f"usage: ropefix {command}" in out.getvalue()
+out = {"tried": tried, "cheap": cheap, "patched": fix.patched, "mixed": mixed, "helped": helped}
+print(json.dumps({**out, "version": ropefix.__version__}))
+""",
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["tried"] == [], "the core imported an extra's module"
+    assert out["cheap"] and out["patched"] == [] and "found at least two devices" in out["mixed"]
+    assert out["helped"] == len(main.COMMANDS) and out["version"]  # every command's --help, without its extra
+
+
+@pytest.mark.parametrize(
+    ("argv", "wanted"),
+    [
+        (["scan", "."], "fix"),
+        (["apply", "."], "fix"),
+        (["checkout", "4.49.0", "--source", "git", "--repo", "nowhere"], "ship"),
+        (["verify", "."], "fix,prove"),
+        (["backport", "--to", "4.49.0"], "fix,ship"),
+        (["run"], "fix,ship,prove"),
+        (["matrix"], "matrix"),
+    ],
+)
+def test_a_command_without_its_extra_says_what_to_install(argv: list[str], wanted: str, tmp_path: Path) -> None:
+    done = _without_extras(CLI, *argv)
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert lines[0].startswith(f"ropefix: error: `ropefix {argv[0]}` needs the ")
+    assert lines[0].endswith(f"install with: pip install 'ropefix[{wanted}]'")
+
+
+def test_an_option_that_reaches_further_adds_its_extra() -> None:
+    """scan PATH needs fix; scan --versions also fetches release trees (ship)."""
+    blocked = [m for m in EXTRA_MODULES if m not in ("libcst", "platformdirs")]  # the fix extra is there
+    done = _without_extras(CLI, "scan", "--versions", "4.49.0", blocked=blocked)
+    assert done.returncode == 1 and done.stderr.strip().endswith("pip install 'ropefix[fix,ship]'"), done.stderr
+
+
+def test_ruff_missing_is_the_fix_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setattr(formatting.shutil, "which", lambda name: None)
+    with pytest.raises(
+        extras.MissingExtra, match=r"\(ruff is not installed\); install with: pip install 'ropefix\[fix\]'"
+    ):
+        formatting.ruff()
+    with pytest.raises(extras.MissingExtra, match=r"`ropefix apply` needs the fix extra"), extras.needed_by("apply"):
+        formatting.ruff()
+
+
+def test_other_missing_modules_stay_what_they_are() -> None:
+    """Only an absent top-level module of a known extra is a missing extra; anything else is a bug."""
+    with pytest.raises(ModuleNotFoundError), extras.needed_by("scan"):
+        raise ModuleNotFoundError("No module named 'nosuchthing'", name="nosuchthing")
+    with pytest.raises(ModuleNotFoundError), extras.needed_by("verify"):  # installed, a release lacks a model
+        raise ModuleNotFoundError("No module named 'transformers.models.nope'", name="transformers.models.nope")
