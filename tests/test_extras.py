@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import importlib.metadata
 import json
 import subprocess
 import sys
@@ -213,3 +214,25 @@ def test_other_missing_modules_stay_what_they_are() -> None:
         raise ModuleNotFoundError("No module named 'nosuchthing'", name="nosuchthing")
     with pytest.raises(ModuleNotFoundError), extras.needed_by("verify"):  # installed, a release lacks a model
         raise ModuleNotFoundError("No module named 'transformers.models.nope'", name="transformers.models.nope")
+
+
+def test_the_version_is_the_installed_metadata(capsys: pytest.CaptureFixture[str]) -> None:
+    import ropefix
+
+    installed = importlib.metadata.version("ropefix")
+    assert ropefix.__version__ == installed
+    with pytest.raises(SystemExit) as stop:
+        main.main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"ropefix {installed}"
+
+
+def test_a_tree_that_was_never_installed_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ropefix
+
+    def missing(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", missing)
+    monkeypatch.setitem(ropefix.__dict__, "__version__", "cached")  # so teardown puts the real state back
+    monkeypatch.delitem(ropefix.__dict__, "__version__")
+    assert ropefix.__version__ == ropefix.UNKNOWN_VERSION
