@@ -28,7 +28,9 @@ CORE = {"torch", "packaging"}  # import names of the core's distributions
 # Options that reach past their command's extras, each through a lazy import (the hint then adds
 # the extra of the module that was missing): scan --versions fetches release trees; matrix --sync-tox
 # runs that scan and reads verify's default models (prove's modules load, its libraries do not).
-REACH = {"scan": {"ship"}, "matrix": {"fix", "ship", "prove"}}
+# sweep draws its picture when matplotlib is there and says so when it is not. verify imports
+# prove.verdicts to keep its report, whose ensure() (for backport and pr) fetches release trees.
+REACH = {"scan": {"ship"}, "matrix": {"fix", "ship", "prove"}, "sweep": {"matrix"}, "verify": {"ship"}}
 # What a core environment must not hold after the core's imports (filelock comes with torch itself).
 EXTRA_MODULES = sorted(set(extras.PROVIDER) - {"filelock", "ruff"})
 
@@ -124,10 +126,16 @@ sys.meta_path.insert(0, Absent())
 CLI = "from ropefix.main import main; raise SystemExit(main(sys.argv[2:]))"
 
 
-def _without_extras(code: str, *args: str, blocked: list[str] = EXTRA_MODULES) -> subprocess.CompletedProcess:
-    """Run ``code`` in a fresh interpreter where every extra's module (or those ``blocked``) is missing."""
+def _without_extras(
+    code: str, *args: str, cwd: Path, blocked: list[str] = EXTRA_MODULES
+) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter where every extra's module (or those ``blocked``) is missing.
+
+    ``cwd``: an empty folder, so a command that wrongly starts writes nothing into the checkout.
+    """
     return subprocess.run(
         [sys.executable, "-c", BLOCK + code, ",".join(blocked), *args],
+        cwd=cwd,
         check=False,
         capture_output=True,
         text=True,
@@ -135,7 +143,7 @@ def _without_extras(code: str, *args: str, blocked: list[str] = EXTRA_MODULES) -
     )
 
 
-def test_the_core_works_without_any_extra() -> None:
+def test_the_core_works_without_any_extra(tmp_path: Path) -> None:
     done = _without_extras(
         """
 import contextlib, io, json
@@ -161,6 +169,7 @@ for command in main.COMMANDS:
 out = {"tried": tried, "cheap": cheap, "patched": fix.patched, "mixed": mixed, "helped": helped}
 print(json.dumps({**out, "version": ropefix.__version__}))
 """,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout.strip().splitlines()[-1])
@@ -178,11 +187,12 @@ print(json.dumps({**out, "version": ropefix.__version__}))
         (["verify", "."], "fix,prove"),
         (["backport", "--to", "4.49.0"], "fix,ship"),
         (["run"], "fix,ship,prove"),
+        (["sweep"], "fix,ship,prove"),
         (["matrix"], "matrix"),
     ],
 )
 def test_a_command_without_its_extra_says_what_to_install(argv: list[str], wanted: str, tmp_path: Path) -> None:
-    done = _without_extras(CLI, *argv)
+    done = _without_extras(CLI, *argv, cwd=tmp_path)
     assert done.returncode == 1, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
@@ -190,10 +200,20 @@ def test_a_command_without_its_extra_says_what_to_install(argv: list[str], wante
     assert lines[0].endswith(f"install with: pip install 'ropefix[{wanted}]'")
 
 
-def test_an_option_that_reaches_further_adds_its_extra() -> None:
+def test_a_command_does_not_start_without_every_extra_it_needs(tmp_path: Path) -> None:
+    """run checks out and scans (fix, ship) before verify needs prove: it must refuse before the first step."""
+    done = _without_extras(CLI, "run", cwd=tmp_path, blocked=["hypothesis", "transformers", "accelerate"])
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "ropefix: error: `ropefix run` needs the fix, ship and prove extras (hypothesis is not installed); "
+        "install with: pip install 'ropefix[fix,ship,prove]'"
+    )
+
+
+def test_an_option_that_reaches_further_adds_its_extra(tmp_path: Path) -> None:
     """scan PATH needs fix; scan --versions also fetches release trees (ship)."""
     blocked = [m for m in EXTRA_MODULES if m not in ("libcst", "platformdirs")]  # the fix extra is there
-    done = _without_extras(CLI, "scan", "--versions", "4.49.0", blocked=blocked)
+    done = _without_extras(CLI, "scan", "--versions", "4.49.0", cwd=tmp_path, blocked=blocked)
     assert done.returncode == 1 and done.stderr.strip().endswith("pip install 'ropefix[fix,ship]'"), done.stderr
 
 

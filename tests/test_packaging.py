@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from ropefix.prove.verdict import State
+
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,6 +64,7 @@ def test_the_distributions_pass_twine_and_hold_what_they_should(dists: dict[str,
     assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {"ropefix"}
     assert not [n for n in names if "/patches/" in n or n.startswith(("tests/", "patches/"))]
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+    assert "ropefix/data/verdicts/transformers-4.49.0.json" in names  # the committed verdicts backport reads
     assert "License-Expression: Apache-2.0" in meta and "Requires-Dist: torch>=2.4" in meta
     assert 'Requires-Dist: libcst>=1.1; extra == "fix"' in meta
     with tarfile.open(dists["sdist"]) as sdist:
@@ -139,9 +142,12 @@ def test_core_then_all_in_one_fresh_virtualenv(dists: dict[str, Path], tmp_path:
     workflow = tmp_path / "wf.yml"  # matrix: tox, PyYAML
     _ok(_run(cli, "matrix", "--tox-ini", REPO / "tox.ini", "--emit-gha", workflow, env=env))
     assert "tf449-torch213" in workflow.read_text()
-    verdict = _ok(_run(cli, "verify", "--models", "qwen2_vl", "--max-examples", "1", "--json", env=env))  # prove
-    (model,) = json.loads(verdict)["models"]
-    assert model["model"] == "qwen2_vl" and model["examples_run"] > 0
+    verdict = _run(cli, "verify", "--models", "qwen2_vl", "--max-examples", "1", "--json", "--no-save", env=env)
+    report = json.loads(verdict.stdout)  # prove: the suite ran on the installed transformers
+    (family,) = report["families"]
+    assert family["family"] == "qwen2_vl" and family["examples_run"] > 0, verdict.stderr
+    assert report["kit"] == version.split()[1]  # the report names the kit by its installed version
+    assert verdict.returncode == (0 if State(family["state"]).passed() else 1), family
     print(f"installed: core {core_mb} MB, with [all] {_size_mb(venv)} MB")
 
 

@@ -6,8 +6,9 @@ a command that spans stages needs the union, listed in ``COMMANDS`` (README, *In
 declares the same distributions (tests/test_extras.py holds the two together and checks ``COMMANDS``
 against what each command's modules import).
 
-A command run without its extra fails on an import (or on a tool it runs, such as ruff or tox);
-``needed_by`` turns that into one ``RopefixError`` line naming the ``pip install`` to run.
+``needed_by`` checks a command's extras before it starts and turns a missing module found later (an
+option that reaches further, a tool such as ruff) into one ``RopefixError`` line naming the
+``pip install`` to run.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "apply": ("fix",),
     "patches": ("fix", "ship"),
     "verify": ("fix", "prove"),  # the suite runs on a copy the engine patched
+    "sweep": ("fix", "ship", "prove"),  # verify per release and family; the picture also wants matplotlib (matrix)
     "backport": ("fix", "ship"),
     "pr": ("fix", "ship"),
     "run": ("fix", "ship", "prove"),  # checkout, scan, apply, verify, pr
@@ -83,11 +85,18 @@ def require(module: str) -> None:
 
 @contextlib.contextmanager
 def needed_by(command: str | None) -> Iterator[None]:
-    """Within the block, an extra's module that is not installed becomes ``MissingExtra`` for ``command``.
+    """Refuse to start ``command`` without its extras; within the block, an extra's module that turns
+    out to be missing (an option that reaches further) becomes ``MissingExtra`` for ``command`` too.
 
-    Only a top-level module of a known extra that is really absent qualifies: a missing submodule of
-    an installed package (``transformers.models.x`` on an old release) stays what it is.
+    Checked up front because some commands run for minutes or in subprocesses (``run`` checks out and
+    scans before its verify step; a child's ImportError would never reach this process). Only a
+    top-level module of a known extra that is really absent qualifies: a missing submodule of an
+    installed package (``transformers.models.x`` on an old release) stays what it is.
     """
+    for extra in COMMANDS.get(command or "", ()):
+        for module in EXTRAS[extra].values():
+            if absent(module):
+                raise MissingExtra(module, command)
     try:
         yield
     except MissingExtra as e:
