@@ -178,6 +178,16 @@ print(json.dumps({**out, "version": ropefix.__version__}))
     assert out["helped"] == len(main.COMMANDS) and out["version"]  # every command's --help, without its extra
 
 
+def test_the_cli_starts_without_torch_or_the_installed_metadata() -> None:
+    """Every `ropefix` call builds the parser; --version alone reads the metadata (20-250 ms here)."""
+    code = (
+        "import json, sys; before = set(sys.modules); import ropefix.main; ropefix.main.build_parser(); "
+        "print(json.dumps(sorted(m for m in ('torch', 'importlib.metadata') if m in set(sys.modules) - before)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=120)
+    assert json.loads(done.stdout) == []
+
+
 @pytest.mark.parametrize(
     ("argv", "wanted"),
     [

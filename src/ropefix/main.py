@@ -11,7 +11,8 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from ropefix import __version__, extras
+import ropefix
+from ropefix import extras
 from ropefix.errors import RopefixError
 
 # One module per subcommand under ropefix.commands; each defines
@@ -28,11 +29,23 @@ sweep, matrix) -> what may ship, only with its proof (patches, backport, pr). `r
 end to end on one release. `ropefix COMMAND --help` tells more."""
 
 
+class _Version(argparse.Action):
+    """``--version``, reading the installed metadata only when asked (importlib.metadata is the CLI's
+    costliest import: 20-250 ms here, against 45 ms for the rest of the parser)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help=kwargs.get("help"))
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(f"ropefix {ropefix.__version__}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ropefix", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--version", action="version", version=f"ropefix {__version__}")
+    parser.add_argument("--version", action=_Version, help="show the installed version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"ropefix.commands.{name}").register(sub)
@@ -79,7 +92,7 @@ def _write_crash_log(argv: Sequence[str] | None) -> Path | str:
         "### ropefix crash report\n\n"
         f"- when: {datetime.datetime.now().isoformat(timespec='seconds')}\n"
         f"- command: ropefix {' '.join(argv if argv is not None else sys.argv[1:])}\n"
-        f"- ropefix {__version__}, python {platform.python_version()}, {platform.platform()}\n"
+        f"- ropefix {ropefix.__version__}, python {platform.python_version()}, {platform.platform()}\n"
         f"- {', '.join(versions)}\n\n```\n{traceback.format_exc()}```\n"
     )
     for folder in (default_root(), Path(tempfile.gettempdir())):

@@ -24,7 +24,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from ropefix import __version__, ui
+import ropefix
+from ropefix import ui
 from ropefix.errors import RopefixError
 from ropefix.files import atomic_write
 from ropefix.releases import versions
@@ -261,7 +262,7 @@ def _sdist_problem(f: dict, version: str, scheme: str) -> str | None:
 
 
 def _open(url: str):  # -> a readable response
-    req = urllib.request.Request(url, headers={"User-Agent": f"ropefix/{__version__}"})
+    req = urllib.request.Request(url, headers={"User-Agent": f"ropefix/{ropefix.__version__}"})
     return urllib.request.urlopen(req, timeout=TIMEOUT_S)
 
 
