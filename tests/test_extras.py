@@ -160,13 +160,14 @@ with simulate(2):
         mixed = "no error"
     except RuntimeError as e:
         mixed = str(e)
+tried_by_core = list(tried)  # the CLI below may try a command's extra, and registers that command as a stub
 parser = main.build_parser()
 helped = 0
 for command in main.COMMANDS:
     with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()) as out:
         parser.parse_args([command, "--help"])
     helped += f"usage: ropefix {command}" in out.getvalue()
-out = {"tried": tried, "cheap": cheap, "patched": fix.patched, "mixed": mixed, "helped": helped}
+out = {"tried": tried_by_core, "cheap": cheap, "patched": fix.patched, "mixed": mixed, "helped": helped}
 print(json.dumps({**out, "version": ropefix.__version__}))
 """,
         cwd=tmp_path,
@@ -266,3 +267,15 @@ def test_a_tree_that_was_never_installed_says_so(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setitem(ropefix.__dict__, "__version__", "cached")  # so teardown puts the real state back
     monkeypatch.delitem(ropefix.__dict__, "__version__")
     assert ropefix.__version__ == ropefix.UNKNOWN_VERSION
+
+
+def test_a_command_whose_module_needs_its_extra_is_a_stub_that_says_so(tmp_path: Path) -> None:
+    """scan's module imports the engine (libcst): without fix it is registered as a stub taking any arguments."""
+    done = _without_extras(CLI, "scan", "--versions", "4.49.0", "--json", cwd=tmp_path)
+    assert done.returncode == 1 and done.stderr.strip().endswith("pip install 'ropefix[fix]'"), done.stderr
+    helped = _without_extras(CLI, "scan", "--help", cwd=tmp_path)
+    assert helped.returncode == 0 and "pip install 'ropefix[fix]'" in helped.stdout
+    listed = _without_extras(CLI, "--help", cwd=tmp_path)
+    assert "scan" in listed.stdout and "(not installed: pip install 'ropefix[fix]')" in listed.stdout
+    bogus = _without_extras(CLI, "cache", "dir", "--bogus", cwd=tmp_path)  # a real command still refuses
+    assert bogus.returncode == 2 and "unrecognized arguments: --bogus" in bogus.stderr

@@ -13,6 +13,7 @@ option that reaches further, a tool such as ruff) into one ``RopefixError`` line
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib.util
 from collections.abc import Iterator
@@ -104,7 +105,32 @@ def needed_by(command: str | None) -> Iterator[None]:
             raise MissingExtra(e.module, command) from e
         raise
     except ModuleNotFoundError as e:
-        top = (e.name or "").partition(".")[0]
-        if top in PROVIDER and absent(top):
-            raise MissingExtra(top, command) from e
+        module = absent_extra_module(e)
+        if module is not None:
+            raise MissingExtra(module, command) from e
         raise
+
+
+def absent_extra_module(error: ModuleNotFoundError) -> str | None:
+    """The extra's top-level module ``error`` is about, when it is really not installed; else None."""
+    top = (error.name or "").partition(".")[0]
+    return top if top in PROVIDER and absent(top) else None
+
+
+def register_stub(sub: argparse._SubParsersAction, command: str, error: ModuleNotFoundError) -> bool:
+    """Register ``command``, whose module cannot be imported without its extra, as a stub that takes any
+    arguments and refuses with the hint (its --help shows it too). False when ``error`` is not that."""
+    module = absent_extra_module(error)
+    if module is None:
+        return False
+    hint = MissingExtra(module, command)
+    p = sub.add_parser(
+        command, help=f"(not installed: {str(hint).rpartition('install with: ')[2]})", description=str(hint)
+    )
+    p.add_argument("args", nargs="*", help=argparse.SUPPRESS)
+
+    def refuse(args: argparse.Namespace) -> int:
+        raise hint
+
+    p.set_defaults(func=refuse, stub=True)
+    return True

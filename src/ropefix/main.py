@@ -48,13 +48,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_Version, help="show the installed version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"ropefix.commands.{name}").register(sub)
+        try:
+            module = importlib.import_module(f"ropefix.commands.{name}")
+        except ModuleNotFoundError as e:  # its extra is not installed: the command says what to install
+            if not extras.register_stub(sub, name, e):
+                raise
+            continue
+        module.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "stub", False):  # a stub takes any arguments, to answer with its hint
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

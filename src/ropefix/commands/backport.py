@@ -13,11 +13,13 @@ import contextlib
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ropefix import ui
 from ropefix.errors import RopefixError
-from ropefix.releases import index
-from ropefix.ship import backport, install, wheel
+
+if TYPE_CHECKING:  # the stage modules (libcst, GitPython) load when the command runs, not when the CLI starts
+    from ropefix.ship import install, wheel
 
 WHEELS = Path("out/wheels")
 
@@ -57,6 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ropefix.ship import backport, install, wheel
+
     if args.wheel:
         return _wheel(args)
     if not (args.install or args.status or args.revert):
@@ -122,6 +126,9 @@ def _exact(text: str) -> str:
 
 
 def _wheel(args: argparse.Namespace) -> int:
+    from ropefix.releases import index
+    from ropefix.ship import backport, wheel
+
     if not args.to:
         raise RopefixError("Say which release to build: `ropefix backport --to 4.49.0 --wheel [--out DIR]`.")
     release = _exact(args.to)
@@ -146,6 +153,8 @@ def _wheel(args: argparse.Namespace) -> int:
 
 def _installed_wheel(args: argparse.Namespace, inst: install.Installed, built: wheel.Provenance) -> int:
     """A transformers installed from a ropefix wheel: its files are patched by the wheel, not by --install."""
+    from ropefix.ship import wheel
+
     if args.to and _tag(args.to) not in (built.release, built.version):
         raise RopefixError(
             f"--to {args.to} does not match the installed transformers {built.version} (a ropefix wheel of "
@@ -166,6 +175,8 @@ def _installed_wheel(args: argparse.Namespace, inst: install.Installed, built: w
 
 
 def _show(report: install.InstallReport, verb: str | None) -> int:
+    from ropefix.ship import install
+
     for path, state in sorted(report.files.items()):
         print(f"{state.value:<10} {path}")
     if verb == "reverted" and not report.files:
