@@ -174,3 +174,28 @@ def test_the_work_branch_prefixes_are_the_ones_the_commands_create() -> None:
     from ropefix.ship import pr
 
     assert housekeeping.WORK_BRANCH_PREFIXES == (sources.BRANCH_PREFIX, f"{pr.TOPIC}-")
+
+
+def test_a_crash_without_platformdirs_still_writes_its_log(tmp_path: Path, monkeypatch, capsys) -> None:
+    """The core install has no platformdirs: the crash report goes to the temp folder, no traceback."""
+    import builtins
+
+    from ropefix.commands import cache
+
+    real_import = builtins.__import__
+
+    def no_platformdirs(name: str, *args: object, **kwargs: object) -> object:
+        if name == "platformdirs":
+            raise ModuleNotFoundError("No module named 'platformdirs'", name="platformdirs")
+        return real_import(name, *args, **kwargs)
+
+    def bug(args: object) -> int:
+        monkeypatch.setattr(builtins, "__import__", no_platformdirs)
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(cache, "run", bug)
+    monkeypatch.delenv("ROPEFIX_CACHE")
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    assert main(["cache", "list"]) == 3
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"details in {tmp_path / 'ropefix.log'}" in err

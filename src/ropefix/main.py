@@ -103,7 +103,11 @@ def _write_crash_log(argv: Sequence[str] | None) -> Path | str:
         f"- ropefix {ropefix.__version__}, python {platform.python_version()}, {platform.platform()}\n"
         f"- {', '.join(versions)}\n\n```\n{traceback.format_exc()}```\n"
     )
-    for folder in (default_root(), Path(tempfile.gettempdir())):
+    try:
+        first = default_root()
+    except ImportError:  # the core alone has no platformdirs: the crash log still gets written
+        first = Path(tempfile.gettempdir())
+    for folder in (first, Path(tempfile.gettempdir())):
         try:
             return files.atomic_write(folder / "ropefix.log", report)
         except OSError:
