@@ -85,6 +85,7 @@ class Selection:
     full: tuple[str, ...]
     quick: tuple[str, ...]
     reasons: dict[str, str]
+    edges: tuple[str, ...] = ()  # the oldest and newest affected: the only ones the older torch releases run
 
 
 def select_releases(
@@ -93,7 +94,9 @@ def select_releases(
     """From {release: affected} (a scan over 4.45-latest) pick the matrix's transformers releases.
 
     full: every affected minor's latest patch, the first release after the last affected one that
-    the scan finds safe, and the latest release. quick (CI-sized, at most 4): the oldest release
+    the scan finds safe, and the latest release, all on the newest torch; the older torch releases run
+    on the oldest and the newest affected release only (``edges``: each older torch is a multi-GB
+    CUDA build, and these two bound the code shapes). quick (CI-sized, at most 4): the oldest release
     where every model verify checks is affected (``complete``: {release: all of them affected}; the
     oldest code shape, where the bug is expected to go red), the newest release whose affected sites
     are in models verify checks (``focus``: {release: affected there}; without it, the oldest
@@ -128,7 +131,10 @@ def select_releases(
         reasons[whole[0]] += "; oldest where all of verify's models are affected"
         quick.add(whole[0])
     quick.add(first_safe or ordered[-1])
-    return Selection(full=full, quick=tuple(sorted(quick, key=Version)), reasons=reasons)
+    edges = tuple(dict.fromkeys([affected[0], affected[-1]])) if affected else ()
+    for v in edges:
+        reasons[v] += "; also on the older torch releases"
+    return Selection(full=full, quick=tuple(sorted(quick, key=Version)), reasons=reasons, edges=edges)
 
 
 def render_block(sel: Selection, torches: list[str], quick_torch: str) -> str:
@@ -136,6 +142,11 @@ def render_block(sel: Selection, torches: list[str], quick_torch: str) -> str:
     tfs = ",".join(tf_factor(v)[2:] for v in sel.full)
     tqs = ",".join(tf_factor(v)[2:] for v in sel.quick)
     tos = ",".join(torch_factor(v)[5:] for v in torches)
+    older = [v for v in torches if v != quick_torch]
+    full = f"tf{{{tfs}}}-{torch_factor(quick_torch)}"
+    if older and sel.edges:
+        eds = ",".join(tf_factor(v)[2:] for v in sel.edges)
+        full += f", tf{{{eds}}}-torch{{{','.join(torch_factor(v)[5:] for v in older)}}}"
     lines = [BEGIN, "# transformers releases (from the scan):"]
     lines += [f"#   {v}: {sel.reasons[v]}" for v in sel.full]
     lines += [
@@ -145,7 +156,7 @@ def render_block(sel: Selection, torches: list[str], quick_torch: str) -> str:
         "skip_missing_interpreters = true",
         "labels =",
         f"    quick = tf{{{tqs}}}-{torch_factor(quick_torch)}",
-        f"    full = tf{{{tfs}}}-torch{{{tos}}}",
+        f"    full = {full}",
         "",
         f"[testenv:tf{{{tfs}}}-torch{{{tos}}}]",
         "description = ropefix verify on the pinned transformers and torch (red unpatched, green patched)",
