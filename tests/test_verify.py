@@ -271,3 +271,18 @@ def test_a_hotfix_that_claims_nothing_is_a_note_not_a_failure() -> None:
     assert fam.hotfix_holds is None and any("no-op" in n for n in fam.notes)
     back = Report.from_json(json.loads(json.dumps(Report("4.49.0", "2.13.0", "0", "ci", (fam,)).to_json())))
     assert back.families[0].hotfix == fam.hotfix
+
+
+def test_unknown_shapes_are_resolved_by_the_search_and_safe_claims_are_confirmed_by_judged_paths() -> None:
+    static = verify.Static(
+        "qwen2_vl",
+        {"rope-deltas": (), "causal-mask": (), "rope-index-scatter": ()},
+        True,
+        unknown={"rope-deltas": ("f.py:3",)},
+        safe={"causal-mask": 2},
+    )
+    fam = _judge(static, _run(), None, applied=())
+    rd, cm = fam.verdict(RD), fam.verdict("causal-mask")
+    assert rd.state is State.LATENT and "1 of unknown shape, resolved by the search" in rd.reason
+    assert rd.sites == ("f.py:3",)
+    assert cm.state is State.NOT_AFFECTED and "the scan's 2 safe or fixed site(s) confirmed: 3 path" in cm.reason

@@ -20,7 +20,7 @@ import re
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +158,12 @@ class Static:
     family: str
     affected: dict[str, tuple[str, ...]]  # rule -> "file:line" of affected sites
     flagged: bool  # any site of any rule, whatever its status
+    unknown: dict[str, tuple[str, ...]] = field(default_factory=dict)  # rule -> unknown-shape sites
+    safe: dict[str, int] = field(default_factory=dict)  # rule -> how many sites the scan calls safe or fixed
+
+    def pattern(self, rule: str) -> tuple[str, ...]:
+        """The sites a verdict must account for: affected, and unknown shapes (resolved by the search)."""
+        return self.affected.get(rule, ()) + self.unknown.get(rule, ())
 
 
 def static_facts(pkg: Path, models: list[str] | None) -> dict[str, Static]:
@@ -169,11 +175,16 @@ def static_facts(pkg: Path, models: list[str] | None) -> dict[str, Static]:
     out = {}
     for fam in families:
         sites = [s for s in scan.sites if s.model == fam]
-        affected = {
-            r: tuple(f"{s.file}:{s.line}" for s in sites if s.rule == r and s.status == "affected") for r in REGISTRY
-        }
-        out[fam] = Static(fam, affected, bool(sites))
+
+        affected = {r: _where(sites, r, "affected") for r in REGISTRY}
+        unknown = {r: found for r in REGISTRY if (found := _where(sites, r, "unknown-shape"))}
+        safe = {r: n for r in REGISTRY if (n := sum(s.rule == r and s.status in ("safe", "fixed") for s in sites))}
+        out[fam] = Static(fam, affected, bool(sites), unknown, safe)
     return out
+
+
+def _where(sites: list[Any], rule: str, status: str) -> tuple[str, ...]:
+    return tuple(f"{s.file}:{s.line}" for s in sites if s.rule == rule and s.status == status)
 
 
 def rule_of_hazard() -> dict[str, str]:
@@ -227,7 +238,8 @@ def judge(
     mismatch_after = [f for f in (after.failures if after else []) if f.hazard == "output-mismatch"]
     judged, decode = len(before.judged_pairs), before.decode_judged
     verdicts = []
-    for rule, sites in static.affected.items():
+    for rule in static.affected:
+        sites = static.pattern(rule)
         proof = proofs.get(rule)
         common = {"release": release, "torch": torch, "family": family, "rule": rule, "judged": judged}
         common |= {"decode_judged": decode, "sites": sites}
@@ -238,10 +250,14 @@ def judge(
             why = "no decoding path (generate, a decode loop) could be compared: " + _not_compared_summary(before)
             verdicts.append(Verdict(**common, state=State.NOT_JUDGED, reason=why))
         elif sites:
-            why = f"pattern at {len(sites)} site(s); {judged} path x prompt pairs judged ({decode} decoding), none failed"
+            unknown = len(static.unknown.get(rule, ()))
+            shapes = f" ({unknown} of unknown shape, resolved by the search)" if unknown else ""
+            why = f"pattern at {len(sites)} site(s){shapes}; {judged} path x prompt pairs judged ({decode} decoding), none failed"
             verdicts.append(Verdict(**common, state=State.LATENT, reason=why))
         else:
-            why = f"no affected site; {judged} path x prompt pairs judged ({decode} decoding), none failed"
+            safe = static.safe.get(rule, 0)
+            claim = f"the scan's {safe} safe or fixed site(s) confirmed: " if safe else "no affected site; "
+            why = f"{claim}{judged} path x prompt pairs judged ({decode} decoding), none failed"
             verdicts.append(Verdict(**common, state=State.NOT_AFFECTED, reason=why))
     findings = [Finding(f, "unpatched", owner.get(f.hazard)) for f in before.failures if f.hazard not in owner]
     seen = {(f.failure.hazard, f.failure.site) for f in findings}
@@ -333,7 +349,7 @@ def _not_compared_summary(r: SuiteResult) -> str:
 def not_built(release: str, torch: str, static: Static, why: str) -> FamilyReport:
     verdicts = tuple(
         Verdict(release, torch, static.family, rule, State.NOT_JUDGED, 0, 0, sites, reason=f"not built: {why}")
-        for rule, sites in static.affected.items()
+        for rule, sites in ((r, static.pattern(r)) for r in static.affected)
     )
     return FamilyReport(static.family, State.NOT_JUDGED, verdicts, reason=f"no tiny model could be built: {why}")
 
