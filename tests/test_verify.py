@@ -259,11 +259,19 @@ def test_the_hotfix_arm_holding_is_recorded_and_keeps_the_verdict() -> None:
     assert fam.state is not State.FIX_FAILED
 
 
-def test_a_hotfix_that_does_not_hold_fails_the_family() -> None:
-    fam = _judge(_static(rope_deltas=("f.py:1",)), _hotfix_run(True, True), _run(), applied=(RD,))
-    assert fam.hotfix_holds is False and fam.state is State.FIX_FAILED
-    assert "ropefix.hotfix does not hold (before-dispatch)" in fam.reason
-    assert "does NOT hold" in render.text(Report("4.49.0", "2.13.0", "0", "ci", (fam,)))
+def test_a_hotfix_that_does_not_hold_fails_the_run_but_never_blocks_the_proven_file_fix() -> None:
+    before = _hotfix_run(True, True)
+    from dataclasses import asdict
+
+    after = _run(replays=[{"example": asdict(before.failures[0].example), "failure": None}])
+    fam = _judge(_static(rope_deltas=("f.py:1",)), before, after, applied=(RD,))
+    report = Report("4.49.0", "2.13.0", "0", "ci", (fam,))
+    assert fam.hotfix_holds is False and fam.state is State.REPRODUCED_FIXED
+    assert not report.passed() and report.hotfix_failures() == [fam]
+    assert report.ship_plan() == ({"qwen2_vl": [RD]}, "")  # the file fix still ships
+    assert "the runtime hotfix does NOT hold" in render.text(report) and "before-dispatch: fails at" in render.text(
+        report
+    )
 
 
 def test_a_hotfix_that_claims_nothing_is_a_note_not_a_failure() -> None:

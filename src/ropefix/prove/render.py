@@ -67,6 +67,9 @@ def summary(r: Report) -> str:
     hazards_found = sorted({x.hazard for f in r.families for x in f.findings})
     if hazards_found:
         parts.append("findings: " + ", ".join(hazards_found))
+    broken = r.hotfix_failures()
+    if broken:
+        parts.append("hotfix does NOT hold: " + ", ".join(f.family for f in broken))
     return "; ".join(parts) or "no family checked"
 
 
@@ -78,7 +81,8 @@ def _order(s: State) -> int:
 
 def text(r: Report) -> str:
     """verify's report for a person: per family and rule, the proof, the patched result, the findings."""
-    head = f"transformers {r.release} (torch {r.torch}) at {r.tree}: {r.state.value} "
+    verdict = r.state.value + ("; the runtime hotfix does NOT hold" if r.hotfix_failures() else "")
+    head = f"transformers {r.release} (torch {r.torch}) at {r.tree}: {verdict} "
     lines = [head + f"({r.duration_s:.0f}s, profile {r.profile}, ropefix {r.kit})"]
     for f in r.families:
         lines.append(
@@ -195,7 +199,8 @@ def sweep_markdown(reports: list[Report], seconds: float, not_judged: list[tuple
                 cells.append("")
                 continue
             counts[f.state] += 1
-            cells.append(f"{MARKS[f.state]} {f.state.value} ({f.judged})")
+            hot = {True: " H", False: " H✗", None: ""}[f.hotfix_holds]
+            cells.append(f"{MARKS[f.state]} {f.state.value} ({f.judged}){hot}")
         rows.append(f"| {r.release} | " + " | ".join(cells) + " |")
     total = sum(counts.values())
     share = 100.0 * counts[State.NOT_JUDGED] / total if total else 0.0
@@ -204,7 +209,8 @@ def sweep_markdown(reports: list[Report], seconds: float, not_judged: list[tuple
         "",
         f"{total} release x family cells in {seconds / 60:.1f} min: "
         + ", ".join(f"{n} {s.value}" for s, n in sorted(counts.items(), key=lambda kv: _order(kv[0])))
-        + f"; not-judged {share:.1f}%. In brackets: call path x prompt pairs judged.",
+        + f"; not-judged {share:.1f}%. In brackets: call path x prompt pairs judged. H: the runtime hotfix held on "
+        "every layout that failed at the rope-deltas line (H✗: it did not; no mark: nothing to check or a no-op).",
         "",
         "Legend: " + "; ".join(f"{MARKS[s]} {s.value}: {LABELS[s]}" for s in State if s is not State.SKIPPED),
     ]

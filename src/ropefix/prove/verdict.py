@@ -234,7 +234,13 @@ class Report:
         return worst((f.state for f in self.families), empty=State.NOT_JUDGED)
 
     def passed(self, allow_not_judged: bool = False) -> bool:
-        return all(f.state.passed(allow_not_judged) for f in self.families) and bool(self.families)
+        """Every family's verdict passes and the runtime hotfix holds wherever it claims to (it is a product
+        of its own: a hotfix that does not hold fails the run, but never blocks the proven file fix)."""
+        verdicts_pass = all(f.state.passed(allow_not_judged) for f in self.families) and bool(self.families)
+        return verdicts_pass and not self.hotfix_failures()
+
+    def hotfix_failures(self) -> list[FamilyReport]:
+        return [f for f in self.families if f.hotfix_holds is False]
 
     def family(self, name: str) -> FamilyReport | None:
         return next((f for f in self.families if f.family == name), None)

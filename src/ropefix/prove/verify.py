@@ -273,11 +273,6 @@ def judge(
         state, reason = State.NOT_JUDGED, "nothing was compared: " + _not_compared_summary(before)
     else:
         state, reason = worst(v.state for v in verdicts), ""
-    broken_hotfix = next((h for h in checks if h.active and h.failure is not None), None)
-    if broken_hotfix is not None and state is not State.NOT_JUDGED:
-        f = broken_hotfix.failure
-        state = State.FIX_FAILED
-        reason = f"ropefix.hotfix does not hold ({broken_hotfix.order}): {f.hazard} at transformers/{f.site}"
     return FamilyReport(
         family=family,
         state=state,
