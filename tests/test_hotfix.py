@@ -375,3 +375,58 @@ def test_deltas_passed_as_generation_arguments_are_aligned() -> None:
         assert devices.virtual_device(out) == torch.device("cuda:0") and out.item() == 5
         fix.remove()
         assert "prepare_inputs_for_generation" not in model.__dict__
+
+
+class ShiftHazard(torch.nn.Module):
+    """4.47's shape in miniature: the delta made from cache_position shifts positions built on the embeddings' device."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(8, 4)
+        self.head = torch.nn.Linear(4, 1)
+        self.rope_deltas = None
+
+    def get_input_embeddings(self) -> torch.nn.Module:
+        return self.embed
+
+    def forward(self, input_ids: torch.Tensor, cache_position: torch.Tensor | None = None) -> torch.Tensor:
+        embeds = self.embed(input_ids)
+        positions = torch.arange(input_ids.shape[1], device=embeds.device)
+        if cache_position is not None and cache_position[0] == 0:
+            self.rope_deltas = torch.full((1, 1), 3, dtype=torch.long, device=input_ids.device)
+        else:
+            delta = cache_position[0] + self.rope_deltas
+            positions = positions.add(delta)
+        return self.head(embeds).squeeze(-1).to(positions.device) + positions
+
+
+def _shift_decode(model: torch.nn.Module) -> torch.Tensor:
+    ids = torch.ones(1, 4, dtype=torch.long)
+    model(ids, cache_position=torch.arange(4))
+    return model(ids[:, -1:], cache_position=torch.tensor([4])).cpu()
+
+
+def test_the_guard_aligns_to_where_positions_are_built_not_only_to_cache_position() -> None:
+    """4.45-4.48 shift positions built on the embeddings' device by the delta: deltas moved to cache_position's
+    device alone still fail at the shift; the guard puts both on the embeddings' device."""
+    torch.manual_seed(0)
+    base = ShiftHazard()
+    want = _shift_decode(copy.deepcopy(base))
+    with devices.simulate(n=2):
+        split = {"embed": 1, "head": 0}
+        with pytest.raises(RuntimeError, match=DEVICE_ERROR):  # unguarded
+            _shift_decode(dispatch_model(copy.deepcopy(base), device_map=split))
+        only_cache = dispatch_model(copy.deepcopy(base), device_map=split)
+        inner = only_cache._old_forward
+
+        def deltas_to_cache_position(*args: object, cache_position: torch.Tensor, **kwargs: object) -> object:
+            if isinstance(only_cache.rope_deltas, torch.Tensor):
+                only_cache.rope_deltas = only_cache.rope_deltas.to(cache_position.device)
+            return inner(*args, cache_position=cache_position, **kwargs)
+
+        only_cache._old_forward = deltas_to_cache_position
+        with pytest.raises(RuntimeError, match=DEVICE_ERROR):  # the guard's old target: still red at the shift
+            _shift_decode(only_cache)
+        guarded = dispatch_model(copy.deepcopy(base), device_map=split)
+        fix = hf.hotfix(guarded)
+        assert fix.active and torch.equal(_shift_decode(guarded), want)

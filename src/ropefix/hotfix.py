@@ -83,14 +83,24 @@ def is_hazardous(cls: type) -> bool:
     return False
 
 
-def align(root: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Move every stored ``rope_deltas`` under ``root`` (and a ``rope_deltas`` argument) to cache_position's device."""
+def align(root: Any, kwargs: dict[str, Any], args: tuple = (), method: str = "forward") -> dict[str, Any]:
+    """Put the stored ``rope_deltas`` under ``root`` (and a ``rope_deltas`` argument) and ``cache_position``
+    on the device the positions they are added to are built on.
+
+    That device is where the method builds its position ids: the embeddings' (``inputs_embeds``, or the
+    input embedding module's weight) in a ``forward``, the input ids' in ``prepare_inputs_for_generation``.
+    Aligning to ``cache_position`` alone is not enough where the code shifts positions built on the
+    embeddings' device by the delta (4.45-4.48: ``position_ids.add(delta)``). Unsplit models have one
+    device and nothing moves; calls without ``cache_position`` are left exactly as they were.
+    """
     import torch
 
     cache_position = kwargs.get("cache_position")
     if not isinstance(cache_position, torch.Tensor):
         return kwargs  # plain forward / training calls: nothing to align, behave exactly as before
-    device = cache_position.device
+    device = _positions_device(root, args, kwargs, method) or cache_position.device
+    if cache_position.device != device:
+        kwargs = {**kwargs, "cache_position": cache_position.to(device)}
     for holder in _holders(root):
         deltas = holder.__dict__["rope_deltas"]
         if isinstance(deltas, torch.Tensor) and deltas.device != device:
@@ -99,6 +109,29 @@ def align(root: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     if isinstance(passed, torch.Tensor) and passed.device != device:
         kwargs = {**kwargs, "rope_deltas": passed.to(device)}
     return kwargs
+
+
+def _positions_device(root: Any, args: tuple, kwargs: dict[str, Any], method: str) -> Any:
+    """The device this call builds its position ids on, or None when it cannot tell."""
+    import torch
+
+    embeds = kwargs.get("inputs_embeds")
+    ids = args[0] if args else kwargs.get("input_ids")
+    if method == "prepare_inputs_for_generation":
+        if isinstance(ids, torch.Tensor) and ids.numel():
+            return ids.device
+        return embeds.device if isinstance(embeds, torch.Tensor) else None
+    if isinstance(embeds, torch.Tensor):
+        return embeds.device
+    get = getattr(root, "get_input_embeddings", None)
+    if isinstance(ids, torch.Tensor) and get is not None:
+        try:
+            weight = getattr(get(), "weight", None)
+        except (NotImplementedError, AttributeError):
+            return None
+        if isinstance(weight, torch.Tensor) and weight.device.type != "meta":
+            return weight.device
+    return None
 
 
 def _holders(root: Any) -> list[Any]:
@@ -119,17 +152,18 @@ class Guard:
     are slots: accelerate copies a wrapped forward's ``__dict__`` onto its wrapper, and they stay out.
     """
 
-    __slots__ = ("inner", "root", SWITCH, "__dict__")
+    __slots__ = ("inner", "root", "method", SWITCH, "__dict__")
 
-    def __init__(self, inner: Callable[..., Any], root: Any, switch: _Switch) -> None:
+    def __init__(self, inner: Callable[..., Any], root: Any, switch: _Switch, method: str = "forward") -> None:
         functools.update_wrapper(self, inner)  # name, doc and __wrapped__: inspect.signature sees the original
         self.inner = inner
         self.root = root
+        self.method = method
         self.__ropefix_switch__ = switch
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.__ropefix_switch__.on:
-            kwargs = align(self.root, kwargs)
+            kwargs = align(self.root, kwargs, args, self.method)
         return self.inner(*args, **kwargs)
 
 
@@ -193,7 +227,8 @@ def _is_guarded(method: Any) -> bool:
 def _guard_instance(module: Any, slot: str, switch: _Switch) -> Callable[[], None]:
     """Put a guard in ``module.<slot>``; returns the undo."""
     had_own = slot in module.__dict__
-    guard = Guard(getattr(module, slot), module, switch)
+    method = "prepare_inputs_for_generation" if slot == "prepare_inputs_for_generation" else "forward"
+    guard = Guard(getattr(module, slot), module, switch, method)
     module.__dict__[slot] = guard  # plain attribute: nn.Module keeps functions in __dict__ too
     return functools.partial(_unguard_instance, module, guard, had_own)
 
@@ -214,10 +249,12 @@ def _unguard_instance(module: Any, guard: Guard, had_own: bool) -> None:
 
 
 def _guarded_method(method: Callable[..., Any], switch: _Switch) -> Callable[..., Any]:
+    name = "prepare_inputs_for_generation" if method.__name__ == "prepare_inputs_for_generation" else "forward"
+
     @functools.wraps(method)
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
         if switch.on:
-            kwargs = align(self, kwargs)
+            kwargs = align(self, kwargs, args, name)
         return method(self, *args, **kwargs)
 
     setattr(call, SWITCH, switch)
