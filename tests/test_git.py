@@ -144,3 +144,13 @@ def test_commit_files_interrupted_leaves_branch_alone(tmp_path: Path) -> None:
     with pytest.raises(RopefixError, match="archive refused"):
         bare.commit_files(broken(), "two", branch="releases")
     assert bare.rev_parse("refs/heads/releases") == first
+
+
+def test_unsaved_paths_skip_bytecode_whether_ignored_or_untracked(tmp_path: Path) -> None:
+    # a tree imported from an sdist has no .gitignore: importing it leaves __pycache__/ untracked, not ignored
+    repo = _repo(tmp_path / "r")
+    (tmp_path / "r" / "pkg" / "__pycache__").mkdir(parents=True)
+    (tmp_path / "r" / "pkg" / "__pycache__" / "m.cpython-311.pyc").write_bytes(b"\0")
+    assert repo.unsaved_paths() == []
+    (tmp_path / "r" / "notes.txt").write_text("mine\n")
+    assert repo.unsaved_paths() == ["notes.txt"]

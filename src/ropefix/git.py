@@ -186,8 +186,12 @@ class Repo:
     def unsaved_paths(self, disposable: Sequence[str] = DISPOSABLE) -> list[str]:
         """Everything removing this work tree would lose: uncommitted and untracked changes, and ignored files
         except the ``disposable`` ones (by default bytecode and tool caches, which running code regenerates)."""
-        ignored = [p for p in self.ignored_paths() if not p.endswith(tuple(disposable))]
-        return self.dirty_paths() + ignored
+        skip = tuple(disposable)
+        # untracked files one by one (-uall), so a folder holding only bytecode is seen as such: a tree without
+        # a .gitignore (one imported from an sdist) shows importing's __pycache__/ as untracked, not ignored
+        out = self.run("status", "--porcelain", "-z", "--untracked-files=all")
+        changed = [e[3:] for e in out.split("\0") if len(e) > 3 and not (e.startswith("?? ") and e.endswith(skip))]
+        return changed + [p for p in self.ignored_paths() if not p.endswith(skip)]
 
     def rev_parse(self, ref: str) -> str:
         return self.run("rev-parse", "--verify", "-q", f"{ref}^{{commit}}")
