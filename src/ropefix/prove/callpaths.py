@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ropefix.prove.tinymodels import KINDS, reset_state
+from ropefix.prove.prompts import KINDS, batch_to
+from ropefix.prove.tinymodels import reset_state
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,8 @@ class CallPath:
 
 
 def to_device(inputs: dict[str, Any], device: str) -> dict[str, Any]:
-    return {k: v.to(device) if hasattr(v, "to") else v for k, v in inputs.items()}
+    """The processor output moved as users move it (``inputs.to(device)``): every tensor, floats not cast."""
+    return batch_to(inputs, device)
 
 
 def _gen_kwargs(model: Any, shape: Shape) -> dict[str, Any]:
@@ -63,21 +65,26 @@ def _decode_loop(model: Any, inputs: dict[str, Any], shape: Shape) -> Any:
     ids = inputs["input_ids"]
     mask = inputs["attention_mask"]
     device = ids.device
+    params = inspect.signature(type(model).forward).parameters
+    # cache_position where the forward can take it (4.45-4.46 forwards have neither it nor **kwargs)
+    takes_position = "cache_position" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
     cache_position = torch.arange(ids.shape[1], device=device)
-    out = model(**inputs, cache_position=cache_position, use_cache=True)  # the model makes its own cache
+    position = {"cache_position": cache_position} if takes_position else {}
+    out = model(**inputs, **position, use_cache=True)  # the model makes its own cache
     # the cache argument was renamed in later 5.x releases (``cache``); use what this forward takes
-    cache_kw = "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+    cache_kw = "cache" if "cache" in params else "past_key_values"
     tokens = []
     for _ in range(shape.max_new_tokens):
         nxt = out.logits[:, -1].argmax(-1).to(device)
         tokens.append(nxt.cpu())
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
         cache_position = cache_position[-1:] + 1
+        position = {"cache_position": cache_position} if takes_position else {}
         out = model(
             input_ids=nxt[:, None],
             attention_mask=mask,
-            cache_position=cache_position,
             use_cache=True,
+            **position,
             **{cache_kw: getattr(out, cache_kw, None) or out.past_key_values},
         )
     tokens.append(out.logits[:, -1].argmax(-1).cpu())

@@ -317,17 +317,16 @@ def strategies(runner: Runner, max_devices: int = 4) -> Any:
     """Everything one example draws: layout, prompt, call path, generation shape."""
     from hypothesis import strategies as st
 
-    kinds = list(
-        getattr(runner.tiny, "kinds", None) or ["text", "image"] + (["video"] if runner.tiny.video_layout else [])
-    )
+    kinds = list(runner.tiny.kinds)  # the prompt kinds this build accepts (probed)
     m = runner.tiny.merge
+    rows = runner.tiny.max_batch or 3
 
     @st.composite
     def example(draw: Any) -> tuple[layouts.Layout, Prompt, str, Shape]:
         layout = draw(layouts.strategy(runner.info, max_devices), label="layout")
         kind = draw(st.sampled_from(kinds), label="kind")
         path = draw(st.sampled_from([p.name for p in callpaths.PATHS.values() if kind in p.kinds]), label="path")
-        batch = draw(st.integers(1, 3), label="batch")
+        batch = draw(st.integers(1, min(3, rows)), label="batch")
         prompt = Prompt(
             kind=kind,
             batch=batch,
