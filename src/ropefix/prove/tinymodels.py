@@ -119,7 +119,8 @@ _ROLES = {
 }
 # video placeholder layouts; the processor's source says which one its release writes
 _VIDEO_LAYOUTS = ("block", "per-frame")
-_FRAME_LOOP = re.compile(r"for \w*frame\w* in ")  # each frame's placeholders written apart
+# each frame's placeholders written apart ("for frame_idx in range(num_frames)", tokens counted per frame)
+_FRAME_LOOP = re.compile(r"for \w*frame\w* in |tokens_per_frame|frame_seqlen")
 # each frame written as an image block inside the video ("<|begin_of_image|>{self.image_token}...")
 _FRAMES_AS_IMAGES = re.compile(r"frame\w*\s*\+?=\s*f[\"'][^\n]*\{self\.image_token\b|def replace_frame_token_id")
 _PIXEL_FORMATS = ("flat", "patches", "navit")
@@ -539,18 +540,41 @@ def _run(tiny: TinyModel, p: Prompt) -> str | None:
     try:
         with torch.no_grad():
             x = inputs(tiny, p)
-            a = tiny.model(**x).logits
+            a = _logits(tiny, x)
             if p.kind != "text":
                 g = torch.Generator().manual_seed(p.seed + 1)
                 other = {k: torch.randn(v.shape, generator=g) if _is_feature(k, v) else v for k, v in x.items()}
                 reset_state(tiny.model)
-                if torch.equal(a, tiny.model(**other).logits):
+                if torch.equal(a, _logits(tiny, other)):
                     return f"the model ignores the {p.kind} features in this layout"
     except Exception as e:  # noqa: BLE001 - a probe's failure is the answer it gives
         return f"{type(e).__name__}: {_short(e, 160)}"
     finally:
         reset_state(tiny.model)
     return None
+
+
+def _logits(tiny: TinyModel, x: dict[str, Any]) -> Any:
+    """A forward's logits; where the plain forward (no cache_position, as in training) fails but a
+    prefill with cache_position runs, the prefill's: the model is still buildable (a patched tree may
+    break the plain path, which the suite must then see fail per path), and the failure is noted."""
+    import torch
+
+    try:
+        return tiny.model(**x).logits
+    except Exception as plain:  # retried as generation's prefill, re-raised if that fails too
+        params = inspect.signature(type(tiny.model).forward).parameters
+        if "cache_position" not in params and not any(q.kind is q.VAR_KEYWORD for q in params.values()):
+            raise
+        reset_state(tiny.model)
+        try:
+            out = tiny.model(**x, cache_position=torch.arange(x["input_ids"].shape[1])).logits
+        except Exception:  # noqa: BLE001 - the plain forward's error is the one to report
+            raise plain from None
+        note = f"forward without cache_position fails: {type(plain).__name__}: {_short(plain, 120)}"
+        if note not in tiny.notes:
+            tiny.notes.append(note)
+        return out
 
 
 def _is_feature(key: str, value: Any) -> bool:
@@ -622,35 +646,48 @@ def _probe_text(tiny: TinyModel) -> None:
 
 
 def _probe_video(tiny: TinyModel, keep_format: bool) -> bool:
-    """The first video layout (in the processor's order) that runs: with two frames, else with one
-    (a release whose multi-frame videos fail on the CPU keeps its processor's layout, with a note)."""
+    """The video layout that runs, in the processor's order. The processor's own layout is kept even if
+    only single-frame videos run (a release whose multi-frame videos fail on the CPU: noted); without a
+    processor to say, any layout running two-patch videos wins over one running a single frame."""
     io, m = tiny.io, tiny.merge
+    layouts, authoritative = _video_layouts(tiny)
+    stages = [(layouts[:1], 2), (layouts[:1], 1), (layouts[1:], 2), (layouts[1:], 1)]
+    if not authoritative:
+        stages = [(layouts, 2), (layouts, 1)]
     fmts = [io.pixel_format] if keep_format else list(_PIXEL_FORMATS)
-    tries = ((f, lay, r) for f in fmts for lay in _video_layouts(tiny) for r in ("formula", "features"))
-    for fmt, layout, rule in tries:
-        io.pixel_format, io.video_layout, io.count_rule["video"] = fmt, layout, rule
-        _set_patch(tiny)
-        err = _run(tiny, Prompt("video", batch=_rows(tiny), pad=_rows(tiny) - 1, grid=(2, m, 2 * m)))
-        if err is None:
-            return True
-        if _run(tiny, Prompt("video", batch=_rows(tiny), pad=_rows(tiny) - 1, grid=(1, m, 2 * m))) is None:
-            tiny.notes.append(f"video ({layout}): single-frame videos run, videos of 2 temporal patches fail: {err}")
-            return True
-        tiny.notes.append(f"video layout {layout} ({fmt}, {rule} count): {err}")
+    rows = _rows(tiny)
+    multi_frame: dict[str, str] = {}  # layout -> why two-patch videos fail
+    for candidates, frames in stages:
+        for fmt, layout, rule in ((f, lay, r) for f in fmts for lay in candidates for r in ("formula", "features")):
+            io.pixel_format, io.video_layout, io.count_rule["video"] = fmt, layout, rule
+            _set_patch(tiny)
+            err = _run(tiny, Prompt("video", batch=rows, pad=rows - 1, grid=(frames, m, 2 * m)))
+            if err is None:
+                if frames == 1:
+                    tiny.notes.append(
+                        f"video ({layout}): single-frame videos run, two-patch ones fail: {multi_frame[layout]}"
+                    )
+                return True
+            if frames == 2:
+                multi_frame.setdefault(layout, err)
+                tiny.notes.append(f"video layout {layout} ({fmt}, {rule} count): {err}")
     io.video_layout = None
     return False
 
 
-def _video_layouts(tiny: TinyModel) -> tuple[str, ...]:
-    """Video placeholder layouts to try, in order, from the processor's source: frames written as image
-    blocks (glm4v) is the only candidate where the processor writes that; block and per-frame may both
-    run (a rope index accepts any runs of video tokens), so a frame loop puts per-frame first."""
+def _video_layouts(tiny: TinyModel) -> tuple[tuple[str, ...], bool]:
+    """Video placeholder layouts to try, in order, and whether the first is the processor's own: frames
+    written as image blocks (glm4v) is the only candidate where the processor writes that; block and
+    per-frame may both run (a rope index accepts any runs of video tokens), so a frame loop puts
+    per-frame first. Without a processor (none in the folder, none mapped): every layout, loosest first."""
     source = _processor_source(tiny)
+    if not source:
+        return (*_VIDEO_LAYOUTS, "frames-as-images"), False
     if _FRAMES_AS_IMAGES.search(source):
-        return ("frames-as-images",)
+        return ("frames-as-images",), True
     if _FRAME_LOOP.search(source):
-        return ("per-frame", "block")
-    return _VIDEO_LAYOUTS
+        return ("per-frame", "block"), True
+    return _VIDEO_LAYOUTS, True
 
 
 def _returns_lists(source: str) -> bool:
