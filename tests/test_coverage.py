@@ -1,0 +1,102 @@
+"""The coverage tool: outcome classes, one real pair on the CPU and a simulated accelerator, the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ropefix.prove import coverage as cv
+from ropefix.prove import coverage_sweep as sw
+from ropefix.prove import tinymodels as tm
+
+DEVICE_TEXT = (
+    "RuntimeError: Expected all tensors to be on the same device, but found at least two devices, cpu and cuda:0!"
+)
+
+
+@pytest.mark.parametrize(
+    ("cpu", "sim", "same", "outcome"),
+    [
+        (cv.Run(True), cv.Run(True), True, cv.OK),
+        (cv.Run(True), cv.Run(True), False, cv.MISMATCH),
+        (cv.Run(False, "RuntimeError: shape mismatch"), None, None, cv.CPU),
+        (cv.Run(False, "NotImplementedError: \"x\" not implemented for 'Long'"), None, None, cv.CPU_KERNEL),
+        (cv.Run(True), cv.Run(False, DEVICE_TEXT), False, cv.DEVICE),
+        (
+            cv.Run(True),
+            cv.Run(False, "NotImplementedError: \"histogram_cpu\" not implemented for 'Int'"),
+            False,
+            cv.SIMULATOR,
+        ),
+        (cv.Run(True), cv.Run(False, "ValueError: something else"), False, cv.SIM_ERROR),
+    ],
+)
+def test_outcomes_are_classified(cpu: cv.Run, sim: cv.Run | None, same: bool | None, outcome: str) -> None:
+    assert cv._classify(cpu, sim, same) == outcome
+
+
+def test_a_real_pair_runs_on_cpu_and_one_simulated_accelerator() -> None:
+    import transformers
+
+    root = str(Path(transformers.__file__).parent)
+    pair = cv.cover_pair(tm.build("qwen2_vl"), "generate-greedy", "image", root)
+    assert pair.outcome == cv.OK, pair
+    assert pair.cpu.ok and pair.sim.ok
+
+
+def test_padded_positions_are_not_compared() -> None:
+    import torch
+
+    mask = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    a = torch.zeros(2, 3, 4)
+    b = a.clone()
+    b[0, 0] = 7  # a padded position: the sdpa mask differs by device type there
+    assert cv._same(a, b, mask)
+    b[1, 2] = 7
+    assert not cv._same(a, b, mask)
+
+
+def _cov(version: str, fams: list[cv.FamilyCoverage]) -> cv.Coverage:
+    return cv.Coverage(version, "2.13.0", fams)
+
+
+def test_report_counts_and_groups_across_releases() -> None:
+    err = cv.Run(False, "RuntimeError: size 23 vs 12", "models/x/modeling_x.py:10")
+    ok = cv.Pair("forward", "text", cv.OK, cv.Run(True), cv.Run(True))
+    results = [
+        _cov(
+            v,
+            [
+                cv.FamilyCoverage(
+                    "x", True, True, kinds=["text"], pairs=[ok, cv.Pair("decode-loop", "text", cv.CPU, err)]
+                ),
+                cv.FamilyCoverage("y", True, False, reason="RopefixError: y refuses its defaults"),
+                cv.FamilyCoverage("z", False, True, pairs=[cv.Pair("forward", "text", cv.CPU, err)]),  # not flagged
+            ],
+        )
+        for v in ("4.49.0", "4.50.3", "4.51.3")
+    ]
+    s = sw.summary(results)
+    assert (s["pairs"], s["built"], s["cells_run"], s["judged_cpu"]) == (6, 3, 6, 3)
+    assert s["by_class"][cv.CPU] == 3 and len(s["not_built"]) == 3
+    text = sw.render(results, "cmd", "abc", "2026-01-01")
+    assert "| `cpu` | x | 4.49.0–4.51.3 | decode-loop/text |" in text  # one row for the three releases
+    assert "| y | 4.49.0–4.51.3 | RopefixError: y refuses its defaults |" in text
+    assert "| z |" not in text  # families the scan does not flag are not counted
+
+
+def test_json_round_trip_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    c = _cov(
+        "4.49.0",
+        [cv.FamilyCoverage("x", True, True, pairs=[cv.Pair("forward", "text", cv.OK, cv.Run(True), cv.Run(True))])],
+    )
+    (tmp_path / "4.49.0.json").write_text(json.dumps(c.to_json()))
+    monkeypatch.setattr(sw.proc, "run", lambda *a, **k: pytest.fail("a kept release must not run again"))
+    assert sw.run_release("4.49.0", tmp_path) == c
+
+
+def test_release_ranges() -> None:
+    order = ["4.45.2", "4.46.3", "4.47.1", "5.0.0", "5.1.0"]
+    assert sw._ranges(["5.1.0", "4.45.2", "4.46.3", "5.0.0"], order) == "4.45.2–4.46.3, 5.0.0–5.1.0"
