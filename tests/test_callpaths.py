@@ -53,11 +53,13 @@ def test_to_device_moves_every_tensor_like_batchfeature() -> None:
 
     tiny = tm.build("qwen2_5_vl")
     inp = tm.inputs(tiny, tm.Prompt(kind="video", batch=2, pad=1, grid=(2, 2, 2)))
+    tensors = {k for k, v in inp.items() if isinstance(v, torch.Tensor)}  # 4.49's video timing is a list
     with devices.simulate(n=1):
         moved = cp.to_device(inp, "cuda:0")
-        assert {k: (str(v.device), v.dtype) for k, v in moved.items()} == {
-            k: ("cuda:0", v.dtype) for k, v in inp.items()
+        assert {k: (str(moved[k].device), moved[k].dtype) for k in tensors} == {
+            k: ("cuda:0", inp[k].dtype) for k in tensors
         }
+        assert {k: moved[k] for k in set(inp) - tensors} == {k: inp[k] for k in set(inp) - tensors}
 
 
 class _NarrowForward(torch.nn.Module):

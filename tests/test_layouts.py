@@ -241,8 +241,9 @@ def test_small_modules_are_the_ones_users_put_apart(info: ly.ModelInfo) -> None:
 
 @pytest.mark.parametrize("n", [2, 3, 4])
 def test_every_device_map_strategy_covers_each_tensor_once(info: ly.ModelInfo, n: int) -> None:
-    # every device but the last gets an equal share of the model: a split over all of them
-    share = {**{i: f"{info.total_bytes // 1024 // (n - 1)}KiB" for i in range(n - 1)}, n - 1: ly.LAST_BUDGET}
+    # every device but the last gets an equal share of the model, a byte short of holding it (a model
+    # whose size is a whole number of KiB would fit a KiB-rounded share exactly): a split over all of them
+    share = {**{i: (info.total_bytes - 1) // (n - 1) for i in range(n - 1)}, n - 1: ly.LAST_BUDGET}
     for strategy in ly.STRATEGIES:
         for budget in (None, share):
             dmap, problem = ly.resolve(info, strategy, n, budget, "dispatch")

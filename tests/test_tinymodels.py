@@ -243,6 +243,9 @@ def test_batch_to_moves_like_batchfeature(args: tuple) -> None:
     ours = prompts.batch_to(inp, *args)
     assert set(ours) == set(theirs.keys())
     for k, v in ours.items():
+        if not isinstance(v, torch.Tensor):  # 4.49's video timing is a list of floats: kept as it is
+            assert v == theirs[k], k
+            continue
         assert (v.device, v.dtype, v.shape) == (theirs[k].device, theirs[k].dtype, theirs[k].shape), k
     # integers move with a device and are never cast; floats are cast only when a dtype is given
     assert ours["input_ids"].dtype == torch.long and ours["pixel_values"].dtype != torch.long

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ropefix import proc, ui
+from ropefix import files, proc, ui
 from ropefix.errors import RopefixError
 from ropefix.prove.coverage import (
     CPU,
@@ -51,7 +51,6 @@ _MEANING = {
 def run_release(version: str, out_dir: Path, force: bool = False) -> Coverage:
     """That release's coverage: from ``out_dir/<version>.json`` when kept, else computed in its interpreter."""
     from ropefix.releases import relenv
-    from ropefix.store import Store
 
     dest = out_dir / f"{version}.json"
     if dest.exists() and not force:
@@ -69,8 +68,7 @@ def run_release(version: str, out_dir: Path, force: bool = False) -> Coverage:
     if not done.ok:
         raise RopefixError(f"The coverage run for transformers {version} failed.\n{done.describe()}")
     data = json.loads(done.out.strip().splitlines()[-1])
-    with Store().atomic_file(dest, "w") as fh:
-        json.dump(data, fh, indent=1)
+    files.atomic_write(dest, json.dumps(data, indent=1) + "\n")
     ui.info(f"coverage: transformers {version} done ({data.get('duration_s', 0):.0f}s)")
     return Coverage.from_json(data)
 
@@ -306,10 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m ropefix.prove.coverage_sweep " + " ".join(argv if argv is not None else sys.argv[1:])
     text = render(results, command.strip(), _commit(), datetime.date.today().isoformat())
     if args.write:
-        from ropefix.store import Store
-
-        with Store().atomic_file(args.write, "w") as fh:
-            fh.write(text)
+        files.atomic_write(args.write, text)
         ui.info(f"wrote {args.write}")
     else:
         sys.stdout.write(text)
