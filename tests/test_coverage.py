@@ -100,3 +100,33 @@ def test_json_round_trip_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_release_ranges() -> None:
     order = ["4.45.2", "4.46.3", "4.47.1", "5.0.0", "5.1.0"]
     assert sw._ranges(["5.1.0", "4.45.2", "4.46.3", "5.0.0"], order) == "4.45.2–4.46.3, 5.0.0–5.1.0"
+
+
+def test_a_failure_keeps_its_site_and_a_device_error_its_hazard() -> None:
+    def device_error() -> None:
+        raise RuntimeError(DEVICE_TEXT.removeprefix("RuntimeError: "))
+
+    run, out = cv._run(device_error, "/nonexistent")
+    assert out is None and not run.ok and run.error == DEVICE_TEXT
+    assert run.site == "<outside transformers>" and run.hazard  # named by the hazard catalogue
+    run, _ = cv._run(lambda: int("x"), "/nonexistent")
+    assert run.error.startswith("ValueError") and run.hazard == ""
+
+
+def test_a_release_whose_run_fails_is_reported_and_the_sweep_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ropefix.proc import Completed
+    from ropefix.releases import relenv
+
+    good = _cov("4.50.3", [cv.FamilyCoverage("x", True, True, pairs=[cv.Pair("forward", "text", cv.OK)])])
+    (tmp_path / "4.50.3.json").write_text(json.dumps(good.to_json()))
+    monkeypatch.setattr(relenv, "python_for", lambda v: Path("/bin/false"))
+    monkeypatch.setattr(
+        sw.proc, "run", lambda cmd, **k: Completed(tuple(cmd), 1, "", "Traceback...\nImportError: boom")
+    )
+    results = sw.sweep(["4.49.0", "4.50.3"], tmp_path, parallel=2)
+    assert results[0].error.endswith("ImportError: boom") and results[1] == good
+    assert not (tmp_path / "4.49.0.json").exists()  # a failed run is retried next time, never kept
+    text = sw.render(results, "cmd", "abc", "2026-01-01")
+    assert "| 4.49.0 | the coverage process failed (exit 1): ImportError: boom |" in text

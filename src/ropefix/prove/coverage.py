@@ -46,6 +46,7 @@ class Run:
     ok: bool
     error: str = ""
     site: str = ""  # innermost transformers frame, relative to the package: "models/x/modeling_x.py:123"
+    hazard: str = ""  # for a device error: the hazard catalogue's name for that frame (ropefix.fix.hazards)
 
 
 @dataclass
@@ -77,6 +78,7 @@ class Coverage:
     torch: str
     families: list[FamilyCoverage]
     duration_s: float = 0.0
+    error: str = ""  # the coverage run itself failed (the sweep records it and goes on)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,7 +92,7 @@ class Coverage:
                 for p in f["pairs"]
             ]
             fams.append(FamilyCoverage(**{**f, "pairs": pairs}))
-        return Coverage(d["transformers"], d["torch"], fams, d.get("duration_s", 0.0))
+        return Coverage(d["transformers"], d["torch"], fams, d.get("duration_s", 0.0), d.get("error", ""))
 
 
 # ---------------------------------------------------------------- what to cover
@@ -126,13 +128,15 @@ def prompt_for(tiny: Any, kind: str) -> Any:
 
 
 def _run(fn: Any, root: str) -> tuple[Run, Any]:
-    from ropefix.prove.suite import site_of
+    from ropefix.fix import hazards
+    from ropefix.prove.suite import is_device_error, site_of
 
     try:
         return Run(True), fn()
     except Exception as e:  # noqa: BLE001 - every failure is recorded with its site, none dropped
-        site, _, _ = site_of(e.__traceback__, root)
-        return Run(False, f"{type(e).__name__}: {' '.join(str(e).split())}"[:300], site), None
+        where, site = site_of(e.__traceback__, root)
+        hazard = hazards.classify(site) if is_device_error(e) else ""
+        return Run(False, f"{type(e).__name__}: {' '.join(str(e).split())}"[:300], where, hazard), None
 
 
 def _classify(cpu: Run, sim: Run | None, same: bool | None) -> str:
