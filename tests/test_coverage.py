@@ -79,12 +79,14 @@ def test_report_counts_and_groups_across_releases() -> None:
         for v in ("4.49.0", "4.50.3", "4.51.3")
     ]
     s = sw.summary(results)
-    assert (s["pairs"], s["built"], s["cells_run"], s["judged_cpu"]) == (6, 3, 6, 3)
-    assert s["by_class"][cv.CPU] == 3 and len(s["not_built"]) == 3
+    assert (s["pairs"], s["built"], s["all_pairs"], s["all_built"]) == (6, 3, 9, 6)  # x, y flagged; z not
+    assert (s["cells_run"], s["judged_cpu"], s["by_class"][cv.CPU]) == (9, 3, 6)
+    assert len(s["not_built"]) == 3
     text = sw.render(results, "cmd", "abc", "2026-01-01")
     assert "| `cpu` | x | 4.49.0–4.51.3 | decode-loop/text |" in text  # one row for the three releases
     assert "| y | 4.49.0–4.51.3 | RopefixError: y refuses its defaults |" in text
-    assert "| z |" not in text  # families the scan does not flag are not counted
+    assert "| `cpu` | z | 4.49.0–4.51.3 | forward/text |" in text  # unflagged families are covered too
+    assert "| 4.49.0 | 3 | 2 | 2 | 3 | 1 |" in text  # families, flagged, built, cells run, ok
 
 
 def test_json_round_trip_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -103,7 +103,8 @@ def flagged_families(pkg: str | None = None) -> list[str]:
     affected or unknown-shape."""
     from pathlib import Path
 
-    from ropefix.fix.engine import AFFECTED, UNKNOWN, scan_tree
+    from ropefix.fix.engine import scan_tree
+    from ropefix.fix.rules import AFFECTED, UNKNOWN
 
     if pkg is None:
         import transformers

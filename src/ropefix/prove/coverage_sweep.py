@@ -64,7 +64,8 @@ def run_release(version: str, out_dir: Path, force: bool = False) -> Coverage:
         "PYTHONWARNINGS": "ignore",
     }
     ui.info(f"coverage: transformers {version} ...")
-    done = proc.run([str(py), "-m", "ropefix.prove.coverage", "--json"], env=env, timeout=3 * 3600)
+    cmd = [str(py), "-m", "ropefix.prove.coverage", "--all", "--json"]  # flagged or not: the scan changes
+    done = proc.run(cmd, env=env, timeout=3 * 3600)
     if not done.ok:  # recorded (not kept: a later run retries it) and shown in the report; the sweep goes on
         last = (done.err.strip().splitlines() or ["no output"])[-1]
         ui.info(f"coverage: transformers {version} FAILED: {last}")
@@ -106,10 +107,11 @@ def _cell(text: str) -> str:
 
 
 def summary(results: list[Coverage]) -> dict[str, Any]:
-    """The figures: pairs built, cells judged, failures by class."""
-    fams = [(c.transformers, f) for c in results for f in c.families if f.flagged]
-    built = [(v, f) for v, f in fams if f.built]
-    cells = [p for _, f in built for p in f.pairs if p.outcome != NOT_A_MODALITY]
+    """The figures: (release x family) pairs built (flagged ones and all), cells judged, failures by class."""
+    every = [(c.transformers, f) for c in results for f in c.families]
+    fams = [(v, f) for v, f in every if f.flagged]
+    built = [(v, f) for v, f in every if f.built]
+    cells = [p for _, f in built for p in f.pairs if p.outcome != NOT_A_MODALITY]  # every family run
     by = defaultdict(int)
     for p in cells:
         by[p.outcome] += 1
@@ -117,8 +119,10 @@ def summary(results: list[Coverage]) -> dict[str, Any]:
     return {
         "releases": len(results),
         "pairs": len(fams),
-        "built": len(built),
-        "not_built": [(v, f.name, f.reason) for v, f in fams if not f.built],
+        "built": len([1 for _, f in fams if f.built]),
+        "all_pairs": len(every),
+        "all_built": len(built),
+        "not_built": [(v, f.name, f.reason) for v, f in every if not f.built],
         "cells": len(cells),
         "cells_run": len(ran),
         "judged_cpu": len([p for p in ran if p.outcome not in (CPU, CPU_KERNEL)]),
@@ -138,16 +142,19 @@ def render(results: list[Coverage], command: str, commit: str, date: str) -> str
         (
             f"Generated {date} by kit commit `{commit}` with `{command}` (torch {torch_versions}; "
             f"{s['releases']} releases: {order[0]} to {order[-1]}, the latest patch of each minor). Each release "
-            "ran `python -m ropefix.prove.coverage --json` in its own interpreter: every family the scan flags (a "
-            "site of any rule, affected or unknown-shape) built tiny, then every call path x prompt kind run on the "
-            "plain CPU and on one simulated accelerator (model and processor output on `cuda:0`)."
+            "ran `python -m ropefix.prove.coverage --all --json` in its own interpreter: every family the builder "
+            "discovers built tiny (flagged: the scan finds a site of any rule, affected or unknown-shape), then every "
+            "call path x prompt kind run on the plain CPU and on one simulated accelerator (model and processor "
+            "output on `cuda:0`)."
         ),
         "",
         "## Summary",
         "",
         (
-            f"- (release x flagged family) pairs: **{s['pairs']}**; built: **{s['built']}** ({pct:.1f}%); "
-            f"not built: **{len(s['not_built'])}** (listed below, each with its reason)."
+            f"- (release x flagged family) pairs: **{s['pairs']}**; built: **{s['built']}** ({pct:.1f}%). "
+            f"Every family the builder discovers (a modeling file mentioning `rope_deltas`, flagged or not): "
+            f"**{s['all_pairs']}** pairs, built **{s['all_built']}**; not built: **{len(s['not_built'])}** "
+            "(listed below, each with its reason). The tables below cover every family run."
         ),
         (
             f"- (release x family x call path x prompt kind) cells of the built families: **{s['cells']}** "
@@ -198,16 +205,17 @@ def _not_built(rows: list[tuple[str, str, str]], order: list[str]) -> list[str]:
 
 
 def _per_release(results: list[Coverage]) -> list[str]:
-    head = ["release", "flagged", "built", "cells run", "ok", *FAILURES, UNSUPPORTED]
+    head = ["release", "families", "flagged", "built", "cells run", "ok", *FAILURES, UNSUPPORTED]
     out = ["## Per release", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for c in results:
-        fams = [f for f in c.families if f.flagged]
+        fams = c.families
         cells = [p for f in fams for p in f.pairs if p.outcome != NOT_A_MODALITY]
         n = defaultdict(int)
         for p in cells:
             n[p.outcome] += 1
         ran = len([p for p in cells if p.outcome != UNSUPPORTED])
-        row = [c.transformers, len(fams), len([f for f in fams if f.built]), ran, n[OK]]
+        row = [c.transformers, len(fams), len([f for f in fams if f.flagged]), len([f for f in fams if f.built])]
+        row += [ran, n[OK]]
         row += [n[k] for k in (*FAILURES, UNSUPPORTED)]
         out.append("| " + " | ".join(str(x) for x in row) + " |")
     return out + [""]
@@ -218,8 +226,7 @@ def _per_family(results: list[Coverage], order: list[str]) -> list[str]:
     kinds: dict[str, dict[str, str]] = defaultdict(dict)
     for c in results:
         for f in c.families:
-            if f.flagged:
-                kinds[f.name][c.transformers] = ", ".join(f.kinds) if f.built else "not built"
+            kinds[f.name][c.transformers] = ", ".join(f.kinds) if f.built else "not built"
     out = ["## Prompt kinds per family", "", "| family | releases | kinds built |", "| --- | --- | --- |"]
     for name, per in sorted(kinds.items()):
         by_kinds: dict[str, list[str]] = defaultdict(list)
@@ -235,7 +242,7 @@ def _failures(results: list[Coverage], order: list[str]) -> list[str]:
     groups: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     for c in results:
         for f in c.families:
-            for p in f.pairs if f.flagged else ():
+            for p in f.pairs:
                 if p.outcome not in FAILURES:
                     continue
                 run = p.cpu if p.cpu and not p.cpu.ok else p.sim
@@ -267,7 +274,7 @@ def _unsupported(results: list[Coverage], order: list[str]) -> list[str]:
     for c in results:
         for f in c.families:
             seen = set()
-            for p in f.pairs if f.flagged else ():
+            for p in f.pairs:
                 if p.outcome != UNSUPPORTED or p.kind in seen:
                     continue
                 seen.add(p.kind)
