@@ -132,3 +132,12 @@ def test_a_release_whose_run_fails_is_reported_and_the_sweep_goes_on(
     assert not (tmp_path / "4.49.0.json").exists()  # a failed run is retried next time, never kept
     text = sw.render(results, "cmd", "abc", "2026-01-01")
     assert "| 4.49.0 | the coverage process failed (exit 1): ImportError: boom |" in text
+
+
+def test_all_lists_families_discovery_skipped_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        tm, "discover", lambda: ([], [tm.Skipped("foo_vl", "the config class refuses its own defaults")])
+    )
+    cov = cv.cover(all_discovered=True, scan=False)
+    assert [(f.name, f.built) for f in cov.families] == [("foo_vl", False)]
+    assert cov.families[0].reason == "not discovered: the config class refuses its own defaults"

@@ -234,7 +234,8 @@ def cover(models: list[str] | None = None, all_discovered: bool = False, scan: b
     root = os.path.dirname(os.path.abspath(transformers.__file__))
     found, skipped = tinymodels.discover()
     flagged = set(flagged_families(root)) if scan else set()
-    names = models or sorted(flagged | ({f.name for f in found} if all_discovered or not scan else set()))
+    candidates = {f.name for f in found} | {s.name for s in skipped}  # skipped: listed with the reason
+    names = models or sorted(flagged | (candidates if all_discovered or not scan else set()))
     fams = []
     for name in names:
         if name not in {f.name for f in found}:
