@@ -97,7 +97,7 @@ def test_a_proven_plan_patches_only_its_families_and_rules(release: Path) -> Non
     patch = backport.make_patch(VERSION, tree=release, plan=plan)
     assert patch.plan == plan and patch.rules == ("rope-deltas",)
     assert {c.path for c in patch.changes} == {"transformers/models/qwen2_vl/modeling_qwen2_vl.py"}
-    assert backport.unified_diff(patch) == patches.generate(VERSION, release, plan).diff
+    assert patch.diff == patches.generate(VERSION, release, plan).diff
 
 
 @pytest.mark.network

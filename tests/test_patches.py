@@ -90,16 +90,21 @@ def test_a_drifted_patch_is_reported(tmp_path: Path) -> None:
     assert made.sites == 2 and made.diff == engine.apply_tree(root, dry_run=True, rules=["rope-deltas"]).diff
     out = tmp_path / "patches"
     out.mkdir()
-    entry = {"release": "0.0.0", "patch": made.patch_name, "files": [vars(f) for f in made.files], "plan": plan}
-    (out / made.patch_name).write_text(made.diff)
+    name = patches.patch_name(made.version)
+    files = [
+        {"path": c.checkout_path, "sha256_before": c.sha256_before, "sha256_after": c.sha256_after}
+        for c in made.changes
+    ]
+    entry = {"release": "0.0.0", "patch": name, "files": files, "plan": plan}
+    (out / name).write_text(made.diff)
     assert patches.check_one(out, entry, root, regenerate=True) == []
     # an edited added line still applies, but is no longer what the engine makes
-    (out / made.patch_name).write_text(made.diff.replace("rope_deltas.to(", "rope_deltas.cuda().to(", 1))
+    (out / name).write_text(made.diff.replace("rope_deltas.to(", "rope_deltas.cuda().to(", 1))
     assert [p.split(": ", 1)[1] for p in patches.check_one(out, entry, root, regenerate=True)] == [
-        f"{made.patch_name} differs from what the engine makes now"
+        f"{name} differs from what the engine makes now"
     ]
     # a removed line the release does not hold: the patch no longer applies
-    (out / made.patch_name).write_text(made.diff.replace("-            self.rope_deltas = rope_deltas", "-  x = 1", 1))
+    (out / name).write_text(made.diff.replace("-            self.rope_deltas = rope_deltas", "-  x = 1", 1))
     problems = patches.check_one(out, entry, root, regenerate=False)
     assert len(problems) == 1 and "git apply --check fails" in problems[0]
 
@@ -110,3 +115,25 @@ def test_an_index_of_another_schema_is_refused(tmp_path: Path) -> None:
     (tmp_path / patches.INDEX).write_text(json.dumps({"spec": "x", "patches": []}))
     with pytest.raises(RopefixError, match="schema"):
         patches.load_index(tmp_path)
+
+
+def test_one_patch_model_the_diff_and_the_installed_bytes_agree(tmp_path: Path) -> None:
+    # patches/ writes the diff, backport --install and the wheel write the bytes: applying the one to the
+    # release tree must give the other, at the path site-packages has
+    from ropefix import proc
+    from ropefix.ship import backport
+
+    root = _tree(tmp_path)
+    made = patches.generate("0.0.0", root, {"qwen2_vl": ["rope-deltas"]})
+    assert made == backport.make_patch("0.0.0", tree=root, plan={"qwen2_vl": ["rope-deltas"]})
+    (change,) = made.changes
+    assert change.path == "transformers/models/qwen2_vl/modeling_qwen2_vl.py"
+    assert change.original == (root / "src" / change.path).read_bytes() and change.sites == made.sites == 2
+    proc.run(["git", "init", "-q"], cwd=root)
+    (tmp_path / "p.diff").write_text(made.diff)
+    assert proc.run(["git", "apply", "-p1", str(tmp_path / "p.diff")], cwd=root).ok
+    assert (root / "src" / change.path).read_bytes() == change.patched
+    entry = patches.release_entry("0.0.0", report(State.REPRODUCED_FIXED, "0.0.0"), made)
+    assert entry["files"] == [
+        {"path": "src/" + change.path, "sha256_before": change.sha256_before, "sha256_after": change.sha256_after}
+    ]

@@ -165,7 +165,7 @@ def step_patch(ctx: Context) -> StepResult:
     if made is None:
         return StepResult("patch", StepStatus.SKIPPED, "nothing proven: no patch (see verify)")
     dest = patches.write_one(made, ctx.out)
-    return StepResult("patch", StepStatus.OK, f"{made.sites} site(s), {len(made.files)} file(s) -> {dest.name}")
+    return StepResult("patch", StepStatus.OK, f"{made.sites} site(s), {len(made.changes)} file(s) -> {dest.name}")
 
 
 def step_pr(ctx: Context) -> StepResult:

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         patch = backport.make_patch(release, plan=plan)
         unproven = " (UNPROVEN: --force)" if plan is None else ""
         if args.out is None:
-            sys.stdout.write(backport.unified_diff(patch))
+            sys.stdout.write(patch.diff)
             if unproven:
                 ui.info(f"the patch above is{unproven}")
         else:
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         return code
     plan = backport.proven_plan(backport.verdict_for(inst.version), args.force)
     patch = backport.make_patch(inst.version, plan=plan)
-    report = install.install(patch, inst, diff=backport.unified_diff(patch))
+    report = install.install(patch, inst, diff=patch.diff)
     if args.out is not None:
         ui.info(f"wrote {backport.write_patch(patch, args.out)}")
     return _show(report, "patched")

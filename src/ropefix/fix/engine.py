@@ -72,7 +72,10 @@ class ScanReport:
 
 
 @dataclass(frozen=True)
-class FileChange:
+class Rewrite:
+    """One file as ``apply`` rewrites it, text before and after (``ropefix.fix.patch`` turns these into the
+    one patch model the shipping stages use)."""
+
     file: str
     before: str
     after: str
@@ -87,7 +90,7 @@ class FileChange:
 class ApplyReport:
     root: str
     prefix: str
-    changes: list[FileChange]
+    changes: list[Rewrite]
     dry_run: bool
     remaining: list[Site] = field(default_factory=list)  # sites after the rewrite (none affected)
     modular_checked: list[str] = field(default_factory=list)
@@ -492,7 +495,7 @@ def apply_tree(
     root = Path(root)
     pkg, prefix = package_dir(root)
     chosen = select(rules)
-    changes: list[FileChange] = []
+    changes: list[Rewrite] = []
     remaining: list[Site] = []
     for model, texts in _models(model_files(pkg, models), chosen):
         for path, data in texts:
@@ -514,7 +517,7 @@ def apply_tree(
             done = rewrite(before, chosen, fix=True, keep=keep)
             remaining += _sites(rel, model, check_text(rel, done.text, chosen))
             if done.text != before:
-                changes.append(FileChange(rel, before, done.text, fixed))
+                changes.append(Rewrite(rel, before, done.text, fixed))
     checked: list[str] = []
     if not dry_run and changes:
         _write_all(root, changes)
@@ -523,7 +526,7 @@ def apply_tree(
         try:
             checked = modular.confirm(root, prefix, changes)
         except BaseException:
-            _write_all(root, [FileChange(ch.file, ch.after, ch.before, []) for ch in changes])
+            _write_all(root, [Rewrite(ch.file, ch.after, ch.before, []) for ch in changes])
             raise
     return ApplyReport(str(root), prefix, changes, dry_run, remaining, checked)
 
@@ -543,6 +546,6 @@ def check_text(rel: str, after: str, rules: list[Rule]) -> list[tuple[str, Findi
     return again.findings
 
 
-def _write_all(root: Path, changes: list[FileChange]) -> None:
+def _write_all(root: Path, changes: list[Rewrite]) -> None:
     """All files together (each wholly old or wholly new, every one staged before the first replace)."""
     files.atomic_write_many((root / ch.file, ch.after) for ch in changes)

@@ -2,8 +2,8 @@
 
 No line numbers are shifted from another release: the fix engine rewrites the release's own
 files (a dry run: the rewritten text stays in memory), and the difference is the patch. It is kept as a
-value (``install.Patch``, with the paths an installed wheel uses) and as a unified diff that applies to a
-release checkout with ``git apply`` or ``patch -p1``: printed, written only where asked (``--out``), or,
+value (``ropefix.fix.patch.Patch``, the one patch model, with the paths an installed wheel uses) and
+as a unified diff that applies to a release checkout with ``git apply`` or ``patch -p1``: printed, written only where asked (``--out``), or,
 for an install, kept in the install's state folder beside its backups.
 """
 
@@ -13,9 +13,9 @@ from pathlib import Path
 
 from ropefix.errors import RopefixError
 from ropefix.files import atomic_write
-from ropefix.fix import rules as rules_mod
+from ropefix.fix import patch as patch_mod
+from ropefix.fix.patch import Patch
 from ropefix.prove.verdict import Report
-from ropefix.ship.install import FileChange, Patch
 from ropefix.store import Store
 
 
@@ -26,56 +26,19 @@ def patch_name(version: str) -> str:
 def make_patch(
     version: str, rules: list[str] | None = None, tree: Path | None = None, plan: dict[str, list[str]] | None = None
 ) -> Patch:
-    """The fix for ``version`` from the release's tree (fetched if not given).
+    """The fix for ``version`` from the release's tree (fetched if not given); refused when it changes nothing.
 
     ``plan`` (family -> rules, what a verdict proves) limits it to those families and rules; without
     it every rule (or ``rules``) applies everywhere it matches: the unproven static view.
     """
-    from ropefix.fix import engine
     from ropefix.releases import sources
 
     root = tree or sources.release_tree(version)
-    if plan is not None:
-        chosen = tuple(r.name for r in rules_mod.select(sorted({r for rs in plan.values() for r in rs})))
-        found = []
-        for family, fam_rules in sorted(plan.items()):
-            found += engine.apply_tree(root, models=[family], rules=fam_rules, dry_run=True).changes
-        prefix = engine.package_dir(root)[1]
-    else:
-        chosen = tuple(r.name for r in rules_mod.select(rules))
-        report = engine.apply_tree(root, rules=list(chosen), dry_run=True)  # the engine's rewrite, kept in memory
-        found, prefix = report.changes, report.prefix
-    prefix = prefix.rstrip("/")
-    changes = tuple(
-        FileChange(_installed_path(ch.file, prefix), ch.before.encode(), ch.after.encode()) for ch in found
-    )
-    if not changes:
-        raise RopefixError(
-            f"The fix engine changes nothing in transformers {version} with rules {', '.join(chosen)}: the release "
-            f"is already safe there, or its code has a shape no rule knows (see `ropefix scan --versions {version}`). "
-            "No patch was written. If the release still fails, `ropefix.hotfix(model)` guards it at run time."
-        )
-    return Patch(version, chosen, changes, plan)
-
-
-def unified_diff(patch: Patch) -> str:
-    """The patch as a -p1 diff against a release checkout: byte for byte what ``ropefix patches --refresh``
-    writes for the same release and rules (the engine's own per-file diff, in the engine's file order)."""
-    from ropefix.fix import engine
-
-    return "".join(
-        engine.unified_diff(f"src/{c.path}", c.original.decode(), c.patched.decode()) for c in patch.changes
-    )
+    return patch_mod.require_changes(patch_mod.make(version, root, plan=plan, rules=rules))
 
 
 def write_patch(patch: Patch, folder: Path) -> Path:
-    return atomic_write(folder / patch_name(patch.version), unified_diff(patch))
-
-
-def _installed_path(rel: str, prefix: str) -> str:
-    """``src/transformers/models/x.py`` (a checkout) -> ``transformers/models/x.py`` (site-packages)."""
-    inside = rel[len(prefix) + 1 :] if prefix else rel
-    return f"transformers/{inside}"
+    return atomic_write(folder / patch_name(patch.version), patch.diff)
 
 
 # ---------------------------------------------------------------- the proof gate

@@ -24,26 +24,10 @@ from pathlib import Path
 
 from ropefix.errors import RopefixError
 from ropefix.files import atomic_write, check_writable
+from ropefix.fix.patch import FileChange, Patch  # the one patch model (re-exported for callers)
 
 DIST = "transformers"
 STATE_DIR = ".ropefix"
-
-
-@dataclass(frozen=True)
-class FileChange:
-    """One file of a patch, by its path relative to site-packages (``transformers/models/...``)."""
-
-    path: str
-    original: bytes
-    patched: bytes
-
-
-@dataclass(frozen=True)
-class Patch:
-    version: str
-    rules: tuple[str, ...]
-    changes: tuple[FileChange, ...]
-    plan: dict[str, list[str]] | None = None  # family -> rules a verdict proved; None: every rule everywhere
 
 
 @dataclass(frozen=True)

@@ -16,39 +16,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from ropefix import proc, ui
 from ropefix.errors import RopefixError
-from ropefix.fix import engine
+from ropefix.fix import patch as patch_mod
+from ropefix.fix.patch import Patch
 from ropefix.prove.verdict import Report, State
 from ropefix.store import Store
 
 INDEX = "index.json"
 DEFAULT_SPEC = "4.45-latest"  # from the first Qwen2-VL release, the latest patch of every minor
 INDEX_SCHEMA = 2
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    path: str
-    sha256_before: str
-    sha256_after: str
-
-
-@dataclass(frozen=True)
-class Generated:
-    release: str
-    diff: str
-    sites: int
-    files: list[FileEntry]
-    plan: dict[str, list[str]]  # family -> the proven rules applied to it
-
-    @property
-    def patch_name(self) -> str:
-        return patch_name(self.release)
 
 
 def patch_name(release: str) -> str:
@@ -64,40 +44,28 @@ def plan_of(report: Report) -> dict[str, list[str]]:
     return report.ship_plan()[0]
 
 
-def generate(release: str, root: Path, plan: dict[str, list[str]] | None = None) -> Generated:
+def generate(release: str, root: Path, plan: dict[str, list[str]] | None = None) -> Patch:
     """The engine's patch for the release tree at ``root`` (nothing is written to the tree).
 
     ``plan`` (family -> rules) limits it to proven rules per family; None applies every rule everywhere
     (the static view, for ``--unproven`` uses and tests).
     """
-    if plan is None:
-        report = engine.apply_tree(root, dry_run=True)
-        changes = report.changes
-    else:
-        changes = []
-        for family, rules in sorted(plan.items()):
-            if rules:
-                changes += engine.apply_tree(root, models=[family], rules=rules, dry_run=True).changes
-    files = [FileEntry(ch.file, _sha(ch.before), _sha(ch.after)) for ch in changes]
-    diff = "".join(ch.diff for ch in changes)
-    return Generated(release, diff, sum(len(ch.sites_fixed) for ch in changes), files, dict(plan or {}))
+    return patch_mod.make(release, root, plan=plan if plan is not None else None)
 
 
-def generate_proven(release: str, root: Path, report: Report) -> Generated | None:
+def generate_proven(release: str, root: Path, report: Report) -> Patch | None:
     """The patch the verdict proves for ``release``, or None when it proves nothing."""
     plan = plan_of(report)
     if not plan:
         return None
     made = generate(release, root, plan)
-    return made if made.diff else None
+    return made if made.changes else None
 
 
-def write_one(made: Generated, folder: Path) -> Path:
+def write_one(made: Patch, folder: Path) -> Path:
     from ropefix.files import atomic_write
 
-    dest = folder / made.patch_name
-    atomic_write(dest, made.diff)
-    return dest
+    return atomic_write(folder / patch_name(made.version), made.diff)
 
 
 def tree(release: str, store: Store | None = None) -> Path:
@@ -141,7 +109,7 @@ def family_entries(report: Report) -> list[dict[str, Any]]:
     return out
 
 
-def release_entry(release: str, report: Report | None, made: Generated | None) -> dict[str, Any]:
+def release_entry(release: str, report: Report | None, made: Patch | None) -> dict[str, Any]:
     if report is None:
         return {"release": release, "state": State.NOT_JUDGED.value, "patch": None, "reason": "no verdict"}
     entry: dict[str, Any] = {
@@ -150,10 +118,13 @@ def release_entry(release: str, report: Report | None, made: Generated | None) -
         "torch": report.torch,
         "kit": report.kit,
         "profile": report.profile,
-        "patch": made.patch_name if made else None,
+        "patch": patch_name(made.version) if made else None,
         "sites": made.sites if made else 0,
-        "plan": made.plan if made else {},
-        "files": [asdict(f) for f in made.files] if made else [],
+        "plan": (made.plan or {}) if made else {},
+        "files": [
+            {"path": c.checkout_path, "sha256_before": c.sha256_before, "sha256_after": c.sha256_after}
+            for c in (made.changes if made else ())
+        ],
         "families": family_entries(report),
     }
     if made is None:
@@ -175,7 +146,7 @@ def refresh(
     lookup = verdict_for or verdicts.committed
     releases = sources.resolve(spec, store=store)
     entries = []
-    made_all: list[Generated] = []
+    made_all: list[Patch] = []
     for release in ui.progress(releases, "patch"):
         report = lookup(release)
         made = generate_proven(release, tree(release, store), report) if report is not None else None
@@ -184,9 +155,9 @@ def refresh(
         entries.append(release_entry(release, report, made))
     index = {"schema": INDEX_SCHEMA, "spec": spec, "releases": entries}
     out.mkdir(parents=True, exist_ok=True)
-    keep = {m.patch_name for m in made_all}
+    keep = {patch_name(m.version) for m in made_all}
     for m in made_all:
-        atomic_write(out / m.patch_name, m.diff)
+        atomic_write(out / patch_name(m.version), m.diff)
     for stale in out.glob("transformers-*.patch"):
         if stale.name not in keep and stale.name in {patch_name(r) for r in releases}:
             stale.unlink()  # a patch this command wrote earlier whose proof no longer holds

@@ -43,8 +43,9 @@ from typing import Any
 from ropefix import __version__
 from ropefix.errors import RopefixError
 from ropefix.files import atomic_write
+from ropefix.fix.patch import Patch
 from ropefix.prove.verdict import Report
-from ropefix.ship.install import DIST, FileState, Installed, InstallReport, Patch
+from ropefix.ship.install import DIST, FileState, Installed, InstallReport
 from ropefix.store import Store
 
 WHEEL_FORMAT = 1  # bump when the layout of a built wheel changes: it feeds N
