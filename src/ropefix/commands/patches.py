@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     entries = patches.patched_entries(index)
     rows, problems = [], []
-    for e in ui.progress(entries, "check", total=len(entries)):
+    for e in ui.progress(entries, "check", name=lambda e: e["release"]):
         found = patches.check_one(args.dir, e, patches.tree(e["release"]), regenerate=True)
         problems += found
         rows.append(f"{e['release']:<10} {e['patch']:<32} {'ok' if not found else 'DRIFTED'}")
