@@ -218,12 +218,26 @@ def test_apply_is_idempotent_on_generated_variants(
 
 def test_scan_memo_answers_like_a_fresh_parse_and_follows_edits(tmp_path: Path) -> None:
     root = make_tree(tmp_path)
+    store = Store(tmp_path / "cache")  # the memo belongs to the store the caller passes down
     fresh = engine.scan_tree(root, memo=False)
-    assert engine.scan_tree(root) == fresh  # fills the memo in the (private) cache
-    assert list(Store().root.glob("results/scan-memo-*.json"))
-    assert engine.scan_tree(root) == fresh  # answered from the memo
-    engine.apply_tree(root, models=["beta_vl"])  # edited files hash differently: no stale answer
-    assert {s.status for s in engine.scan_tree(root, models=["beta_vl"]).sites} == {FIXED, SAFE}
+    assert engine.scan_tree(root, store=store) == fresh  # fills the memo in that cache
+    (saved,) = (tmp_path / "cache").glob("results/scan-memo-*.json")
+    assert engine.scan_memo(store) is engine.scan_memo(Store(tmp_path / "cache"))  # one memo per cache folder
+    saved.write_text("{}")  # another process's view: this process answers from the memo it holds
+    assert engine.scan_tree(root, store=store) == fresh
+    engine.apply_tree(root, models=["beta_vl"], store=store)  # edited files hash differently: no stale answer
+    assert {s.status for s in engine.scan_tree(root, models=["beta_vl"], store=store).sites} == {FIXED, SAFE}
+
+
+def test_a_cache_that_cannot_be_used_costs_the_memo_not_the_scan(tmp_path: Path, monkeypatch) -> None:
+    root = make_tree(tmp_path)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache should be\n")
+    monkeypatch.setenv("ROPEFIX_CACHE", str(blocker))
+    assert engine.scan_memo(None) is None
+    assert engine.scan_tree(root) == engine.scan_tree(root, memo=False)
+    assert engine.apply_tree(root, dry_run=True).changed
+    assert blocker.read_text() == "a file where the cache should be\n"
 
 
 def test_cli_scan_versions_prints_a_row_per_release_and_model_and_a_column_per_rule(

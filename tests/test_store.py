@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import json
 import multiprocessing
 from pathlib import Path
 
 import pytest
 
+from ropefix.errors import RopefixError
 from ropefix.main import main
-from ropefix.store import Store
+from ropefix.store import Memo, Store
 
 
 def test_atomic_file_leaves_nothing_when_interrupted(tmp_path: Path) -> None:
@@ -63,3 +65,23 @@ def test_cache_cli_list_and_clear(_private_cache: Path, capsys: pytest.CaptureFi
     assert "a.tar.gz" in capsys.readouterr().out
     assert main(["cache", "clear"]) == 0
     assert store.entries() == []
+
+
+def test_a_memo_is_the_stores_one_object_loaded_once_and_saved_whole(tmp_path: Path) -> None:
+    store = Store(tmp_path / "c")
+    memo = store.memo("answers")
+    assert memo is Store(tmp_path / "c").memo("answers") and memo is not Store(tmp_path / "d").memo("answers")
+    assert "k" not in memo and memo.get("k") is None
+    memo["k"] = [1, "two"]
+    assert not memo.path.exists()  # nothing written until save
+    memo.save()
+    assert json.loads(memo.path.read_text()) == {"k": [1, "two"]} and memo.new == 0
+    # a damaged memo file reads as empty and is replaced whole by the next save
+    other = Memo(store, "damaged")
+    other.path.write_text("{not json")
+    assert "k" not in other
+    other["k"] = 1
+    other.save()
+    assert json.loads(other.path.read_text()) == {"k": 1}
+    with pytest.raises(RopefixError):
+        store.memo("../escape")

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from ropefix import files
 from ropefix.errors import RopefixError
@@ -71,6 +72,47 @@ class Orphan:
         return self.age_s >= ORPHAN_AGE_S
 
 
+class Memo:
+    """Answers worth keeping between runs (JSON values by string key) in one file under ``results/``: read on
+    first use, written whole under the store's lock by ``save()``. A ``Store`` owns its memos: ``store.memo(name)``
+    gives every ``Store`` of one cache folder the same object in a process, so a memo is loaded once."""
+
+    def __init__(self, store: Store, name: str) -> None:
+        self.path = store.path("results", f"{name}.json")
+        self._store, self._name = store, name
+        self._data: dict[str, Any] | None = None
+        self.new = 0  # answers added since the last save
+
+    def _loaded(self) -> dict[str, Any]:
+        if self._data is None:
+            try:
+                data = json.loads(self.path.read_text()) if self.path.exists() else {}
+            except (OSError, ValueError):
+                data = {}  # a cache: unreadable means empty (the next save replaces it)
+            self._data = data if isinstance(data, dict) else {}
+        return self._data
+
+    def get(self, key: str) -> Any:
+        return self._loaded().get(key)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._loaded()
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._loaded()[key] = value
+        self.new += 1
+
+    def save(self) -> None:
+        if not self.new:
+            return
+        with self._store.lock(self._name):
+            files.atomic_write(self.path, json.dumps(self._loaded()))
+        self.new = 0
+
+
+_MEMOS: dict[tuple[Path, str], Memo] = {}
+
+
 class Store:
     def __init__(self, root: Path | None = None) -> None:
         self.root = (root or default_root()).resolve()
@@ -103,6 +145,13 @@ class Store:
                     "index, that index is broken or hostile; report it, or set ROPEFIX_INDEX_URL to another."
                 )
         return self.root.joinpath(section, *parts)
+
+    def memo(self, name: str) -> Memo:
+        """This cache's memo ``name`` (a plain file name), one object per process."""
+        key = (self.root, name)
+        if key not in _MEMOS:
+            _MEMOS[key] = Memo(self, name)
+        return _MEMOS[key]
 
     @contextlib.contextmanager
     def lock(self, name: str = "store", timeout: float = 600) -> Iterator[None]:

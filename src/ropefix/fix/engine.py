@@ -10,11 +10,13 @@ each rule's safety check, or nothing is written at all.
 from __future__ import annotations
 
 import ast
+import contextlib
+import contextvars
 import difflib
 import hashlib
-import json
 import os
 import shlex
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from ropefix.errors import RopefixError
 from ropefix.fix import formatting, pieces
 from ropefix.fix.rules import AFFECTED, STATUSES, UNREADABLE, Finding, Rule, select
 from ropefix.fix.rules.base import locate
-from ropefix.store import Store
+from ropefix.store import Memo, Store
 
 
 @dataclass(frozen=True)
@@ -171,10 +173,10 @@ class Outcome:
 
 
 # Scan results of code pieces, by the piece's hash: libcst needs ~10 us per byte, so a release
-# scanned before (or one sharing most functions with it) is answered from here. Keys carry the
-# hash of the engine's own source, so a changed rule never reads a stale answer.
-_MEMO: dict[str, tuple[list[Finding], list[str]]] = {}
-_MEMO_NEW = 0
+# scanned before (or one sharing most functions with it) is answered from here. The memo belongs to the
+# cache (``Store.memo``) the caller passes down; its name carries the hash of the engine's own source, so
+# a changed rule never reads a stale answer. ``_ACTIVE`` is the memo of the scan or apply in progress.
+_ACTIVE: contextvars.ContextVar[Memo | None] = contextvars.ContextVar("ropefix_scan_memo", default=None)
 
 
 def _fingerprint() -> str:
@@ -185,44 +187,40 @@ def _fingerprint() -> str:
     return h.hexdigest()[:16]
 
 
-def _memo_file(store: Store) -> Path:
-    return store.path("results", f"scan-memo-{_fingerprint()}.json")
+def scan_memo(store: Store | None) -> Memo | None:
+    """The scan memo of this engine's code in ``store``; with none given, the user's cache's, or no memo at all
+    when that cache cannot be used (a memo only saves time: scanning and rewriting never need the cache)."""
+    if store is None:
+        try:
+            store = Store()
+        except RopefixError:
+            return None
+    return store.memo(f"scan-memo-{_fingerprint()}")
 
 
-def _memo_load(store: Store) -> None:
-    path = _memo_file(store)
-    if _MEMO or not path.exists():
-        return
+@contextlib.contextmanager
+def _using(memo: Memo | None) -> Iterator[None]:
+    token = _ACTIVE.set(memo)
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return  # a cache: unreadable means empty
-    for key, (found, problems) in data.items():
-        _MEMO[key] = ([Finding(*f) for f in found], problems)
-
-
-def _memo_save(store: Store) -> None:
-    global _MEMO_NEW
-    if not _MEMO_NEW:
-        return
-    data = {k: ([list(vars(f).values()) for f in found], probs) for k, (found, probs) in _MEMO.items()}
-    with store.lock("scan-memo"):
-        files.atomic_write(_memo_file(store), json.dumps(data))
-    _MEMO_NEW = 0
+        yield
+    finally:
+        _ACTIVE.reset(token)
+        if memo is not None:
+            memo.save()
 
 
 def _run_on(code: str, rule: Rule, fix: bool, keep: frozenset[str]) -> tuple[str, list[Finding], list[str]]:
-    global _MEMO_NEW
+    memo = _ACTIVE.get()
     key = f"{rule.name}:{hashlib.sha256(code.encode()).hexdigest()}"
-    if not fix and key in _MEMO:
-        found, problems = _MEMO[key]
-        return code, found, problems
+    if not fix and memo is not None and key in memo:
+        found, problems = memo.get(key)
+        return code, [Finding(*f) for f in found], list(problems)
     t = rule.transformer(fix, keep)
     new = cst.parse_module(code).visit(t)
     found, problems = locate(code, t.findings), t.problems()
     if not fix:
-        _MEMO[key] = (found, problems)
-        _MEMO_NEW += 1
+        if memo is not None:
+            memo[key] = ([list(vars(f).values()) for f in found], problems)
         return code, found, problems  # nothing rewritten: no need to print the tree again
     return new.code, found, problems
 
@@ -391,10 +389,10 @@ def unreadable(data: bytes, rel: str) -> tuple[int, str] | None:
     """(line, why) when a model file is not UTF-8 Python 3 source, else None (memoised by content: a full
     parse costs ~20 ms per modeling file, 4-9x ``grep -rn rope_deltas`` over a whole release, so only
     ``apply_tree`` and a scan that met a parse failure pay it)."""
-    global _MEMO_NEW
+    memo = _ACTIVE.get()
     key = f"readable:{hashlib.sha256(data).hexdigest()}"
-    if key in _MEMO:
-        _, found = _MEMO[key]
+    if memo is not None and key in memo:
+        _, found = memo.get(key)
         return (int(found[0]), found[1]) if found else None
     problem: tuple[int, str] | None = None
     try:
@@ -405,8 +403,8 @@ def unreadable(data: bytes, rel: str) -> tuple[int, str] | None:
         problem = (e.lineno or 1, f"a syntax error ({e.msg})")
     except ValueError as e:  # a NUL byte
         problem = (data.count(b"\n", 0, max(data.find(b"\0"), 0)) + 1, f"not Python source ({e})")
-    _MEMO[key] = ([], [] if problem is None else [str(problem[0]), problem[1]])
-    _MEMO_NEW += 1
+    if memo is not None:
+        memo[key] = ([], [] if problem is None else [str(problem[0]), problem[1]])
     return problem
 
 
@@ -444,9 +442,10 @@ def scan_tree(
     models: list[str] | None = None,
     rules: list[str] | str | None = None,
     memo: bool = True,
+    store: Store | None = None,
 ) -> ScanReport:
-    """Every site of the chosen rules under ``root``, judged per model folder; ``memo=False``
-    parses everything afresh.
+    """Every site of the chosen rules under ``root``, judged per model folder; answers come from the scan
+    memo of ``store`` (default: the user's cache), ``memo=False`` parses everything afresh.
 
     A file that does not decode, or whose code a rule reads does not parse, is one ``unreadable``
     site (line and why, from Python's own compiler). Code no rule reads is not parsed here (a full
@@ -454,12 +453,13 @@ def scan_tree(
     before it writes anything."""
     root = Path(root)
     pkg, prefix = package_dir(root)
-    store = Store() if memo else None
-    if store is not None:
-        _memo_load(store)
-    else:
-        _MEMO.clear()
+    if not memo:
         pieces.forget()
+    with _using(scan_memo(store) if memo else None):
+        return _scan(root, pkg, prefix, models, rules)
+
+
+def _scan(root: Path, pkg: Path, prefix: str, models: list[str] | None, rules: list[str] | str | None) -> ScanReport:
     chosen = select(rules)
     sites: list[Site] = []
     files = model_files(pkg, models)
@@ -476,8 +476,6 @@ def scan_tree(
         judged, _ = judge([o.findings for _, o in read], chosen)
         for (rel, _), found in zip(read, judged):
             sites += _sites(rel, model, found)
-    if store is not None:
-        _memo_save(store)
     return ScanReport(str(root), prefix, sites, len(files))
 
 
@@ -486,13 +484,19 @@ def apply_tree(
     models: list[str] | None = None,
     rules: list[str] | str | None = None,
     dry_run: bool = False,
+    store: Store | None = None,
 ) -> ApplyReport:
     """Rewrite every affected site under ``root``; all files are written, or none.
 
     Call it once per model with that model's rules to give families different rules (each call
-    writes its own files; the model folders do not overlap).
+    writes its own files; the model folders do not overlap). Reading uses ``store``'s scan memo (default:
+    the user's cache); the rewrite itself is always done afresh.
     """
-    root = Path(root)
+    with _using(scan_memo(store)):
+        return _apply(Path(root), models, rules, dry_run)
+
+
+def _apply(root: Path, models: list[str] | None, rules: list[str] | str | None, dry_run: bool) -> ApplyReport:
     pkg, prefix = package_dir(root)
     chosen = select(rules)
     changes: list[Rewrite] = []
