@@ -115,7 +115,7 @@ def step_scan(ctx: Context) -> StepResult:
     from ropefix.files import atomic_write
     from ropefix.fix import engine
 
-    report = engine.scan_tree(Path(ctx.data("checkout", "root")))
+    report = engine.scan_tree(Path(ctx.data("checkout", "root")), store=ctx.store)
     atomic_write(ctx.out / "scan.json", json.dumps(report.to_json(), indent=1))
     families = sorted({s.model for s in report.affected})
     if not families:

@@ -77,7 +77,7 @@ def plan(releases: list[str], families: list[str] | None = None, store: Store | 
 
     cells = []
     for release in releases:
-        scan = scan_tree(sources.release_tree(release, store))
+        scan = scan_tree(sources.release_tree(release, store), store=store)
         flagged = sorted({s.model for s in scan.sites})
         cells += [Cell(release, f) for f in flagged if families is None or f in families]
     return cells

@@ -141,7 +141,7 @@ def make_pr(
     staging: Path | None = None
     try:
         touched: list[str] = []
-        if not engine.scan_tree(root).affected:
+        if not engine.scan_tree(root, store=store).affected:
             result.why_nothing = f"{base} is already safe: no site any rule knows is affected"
         else:
             result.report = report or _verdict_for(base, root, python, store)
