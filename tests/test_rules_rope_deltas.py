@@ -37,6 +37,8 @@ EXPECTED = {
     ],
     # 4.45/4.46: the deltas travel in the generation arguments; positions on the input ids' device
     "shift_generation_kwargs.py": [(9, "combine-cache-position", AFFECTED), (12, "shift-unaligned", AFFECTED)],
+    # 5.2's ernie4_5_vl_moe: the stored deltas, reshaped where they are, shift positions built elsewhere
+    "shift_stored_deltas.py": [(11, "store-without-cache-position", FIXED), (17, "shift-unaligned", AFFECTED)],
     # later omni models: the stored deltas only ever meet an int cache length: nothing to fix
     "int_offset_only.py": [(10, "store-unaligned", SAFE), (12, "combine-int-offset", SAFE)],
     # 5.2+: generation positions and deltas made from the same inputs
@@ -235,6 +237,25 @@ def test_shift_red_green_on_simulated_devices() -> None:
         shifted = results[1]()
         assert shifted.device == torch.device("cuda:1") and shifted.tolist() == [[6], [6]]
         assert load(after)["Decoder"]().positions(ids, embeds) is None  # no cache_position: no move
+
+
+def test_stored_deltas_shift_red_green_on_simulated_devices() -> None:
+    """5.2 ernie4_5_vl_moe shape: deltas stored on the input ids' cuda:0, positions on the embeddings' cuda:1."""
+    before = source("shift_stored_deltas.py")
+    after = engine.rewrite(before, RULES, fix=True).text
+    assert "        delta = delta.to(position_ids.device)\n        position_ids = (position_ids + delta)" in after
+    with simulate(2):
+        ids = torch.ones(2, 4, dtype=torch.long, device="cuda:0")
+        embeds = torch.zeros(2, 1, 8, device="cuda:1")
+        calls = []
+        for text in (before, after):
+            model = load(text)["Decoder"]()
+            model.positions(ids, embeds)
+            calls.append(lambda m=model: m.positions(ids, embeds, past_length=4))
+        with pytest.raises(RuntimeError, match="Expected all tensors to be on the same device"):
+            calls[0]()
+        shifted = calls[1]()
+        assert shifted.device == torch.device("cuda:1") and shifted.tolist() == [[6], [6]]
 
 
 def test_generation_kwargs_shift_red_green_on_simulated_devices() -> None:

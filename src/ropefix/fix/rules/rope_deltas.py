@@ -23,7 +23,9 @@ Sites and shapes:
   ``combine-generation-positions``: stored deltas plus the positions ``_prepare_position_ids_for_generation``
   made from the same inputs: safe. ``combine-other``: some other tensor: unknown-shape, for a human.
 - shift: ``P.add(D)`` or ``P + D`` where the local ``D`` was made from cache_position and the deltas
-  (4.45-4.48 and the omni models: ``position_ids`` built on another device). ``shift-unaligned``
+  (4.45-4.48 and the omni models: ``position_ids`` built on another device), or read from the stored
+  deltas alone (``D = self.rope_deltas.repeat_interleave(...)``, 5.2's ernie4_5_vl_moe, positions built on
+  the embeddings' device). ``shift-unaligned``
   (affected) gets ``D = D.to(P.device)`` right before the shift, under the test that makes ``D`` a
   tensor: appended to the ``if`` block just above when it has that test (upstream's own fix from
   4.49 on), else as a guarded statement of its own. ``shift-aligned``: ``D`` was moved already.
@@ -129,6 +131,7 @@ class _Delta:
 
     guard: str | None  # the test under which it is a tensor (None: always); "" when it cannot be named
     moved: bool
+    stored: bool = False  # read from the stored deltas alone (no cache_position in it)
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,19 @@ def _same_device_base(node: cst.BaseExpression) -> str | None:
             node = node.func.value
         else:
             return node.value if isinstance(node, cst.Name) else None
+
+
+def _from_stored(node: cst.BaseExpression) -> bool:
+    """Whether ``node`` reads the stored deltas without moving them (``self.rope_deltas.repeat_interleave(...)``)."""
+    while True:
+        if isinstance(node, cst.Subscript):
+            node = node.value
+        elif isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and not _is_move(node):
+            node = node.func.value
+        else:
+            break
+    name = c.dotted(node)
+    return name is not None and name.endswith(".rope_deltas")
 
 
 def _same_test(a: str, b: str) -> bool:
@@ -266,6 +282,8 @@ class RopeDeltasTransformer(RuleTransformer):
             else:
                 guard = None
             scope[name] = _Delta(guard, _is_move(body))
+        elif _from_stored(value):  # the stored deltas, reshaped where they are (5.2's ernie4_5_vl_moe)
+            scope[name] = _Delta(None, False, stored=True)
         elif name in scope and not _reads(value, name):
             del scope[name]  # a new value: no longer the delta
 
@@ -288,7 +306,8 @@ class RopeDeltasTransformer(RuleTransformer):
             why = f"{name} may not be a tensor here (or the positions have no name): the rule cannot guard a move"
             self.report(node, "shift-unguarded", UNKNOWN, why)
             return True
-        why = f"{name} (cache_position + deltas) meets {owner}, built on another device"
+        made = "the stored deltas, where prefill computed them" if d.stored else "cache_position + deltas"
+        why = f"{name} ({made}) meets {owner}, built on another device"
         if self.report(node, "shift-unaligned", AFFECTED, why):
             stmt = next((n for n in reversed(self.stack) if isinstance(n, cst.SimpleStatementLine)), None)
             if stmt is not None:
