@@ -93,3 +93,23 @@ def test_the_findings_table_counts_hazards_per_family() -> None:
     assert (
         "| 4.49.0 | qwen2_vl | embedding-merge | 1 |" in table and "| 4.49.0 | qwen2_vl | rope-deltas | 1 |" in table
     )
+
+
+def test_what_users_hit_sums_each_hazard_over_the_history() -> None:
+    def rel(version: str, *fams: FamilyReport) -> Report:
+        return Report(version, "2.13.0", "0.0.0", "ci", fams)
+
+    reports = [
+        rel("4.48.3", family(State.REPRODUCED_FIXED, release="4.48.3")),
+        rel("4.49.0", family(State.REPRODUCED_FIXED, release="4.49.0", hazards=("embedding-merge",))),
+        rel("4.50.3", family(State.LATENT, release="4.50.3")),
+        rel("4.51.3", family(State.FIX_FAILED, "glm4v", release="4.51.3")),
+    ]
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in render.hazard_summary(reports).splitlines()[2:]}
+    # rope-deltas: proven and fixed in 4.48.3-4.49.0, reproduced but not fixed in 4.51.3 (its own run of releases)
+    assert rows["rope-deltas"].startswith(
+        "| rope-deltas | 4.48.3-4.49.0, 4.51.3 | glm4v, qwen2_vl | 3 | 2 | fixed by `rope-deltas` where proven | 4.51.3:"
+    )
+    assert "| embedding-merge | 4.49.0 | qwen2_vl | 1 | 2 | reported (no rule) | 4.49.0:" in rows["embedding-merge"]
+    assert list(rows) == ["rope-deltas", "embedding-merge"]  # most cells first
+    assert "(none found)" in render.hazard_summary([rel("5.2.0", family(State.LATENT, release="5.2.0"))])

@@ -24,6 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--publish", action="store_true", help="also write the reports into the kit's src/ropefix/data/verdicts/"
     )
+    p.add_argument(
+        "--table",
+        action="store_true",
+        help="print the README's 'what users hit' table from the kit's committed verdicts, and run nothing",
+    )
     p.set_defaults(func=run)
 
 
@@ -32,6 +37,11 @@ def run(args: argparse.Namespace) -> int:
     from ropefix.prove import sweep, verdicts
     from ropefix.releases import sources
 
+    if args.table:
+        from ropefix.prove import render
+
+        print(render.hazard_summary(verdicts.all_committed()), end="")
+        return 0
     releases = sources.resolve(args.releases)
     ui.info(f"sweep: scanning {len(releases)} release(s) for flagged families")
     cells = sweep.plan(releases, _args.models(args.models))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 
 from ropefix.fix import hazards
-from ropefix.prove.verdict import FamilyReport, Finding, Report, State, Verdict
+from ropefix.prove.verdict import Failure, FamilyReport, Finding, Report, State, Verdict
 
 # What a reader sees for each state (legends use the same words).
 LABELS: dict[State, str] = {
@@ -160,6 +160,52 @@ def findings_table(reports: list[Report]) -> str:
                     f"| {r.release} | {f.family} | {hazard} | {n} | {devs} | `transformers/{first.site}` | "
                     f"{_md(first.example.describe())} |"
                 )
+    return "\n".join(rows) + "\n"
+
+
+def _spans(releases: list[str], order: list[str]) -> str:
+    """``4.47.1-4.52.4, 5.2.0``: runs of consecutive releases (in ``order``) joined."""
+    idx = sorted({order.index(r) for r in releases})
+    runs: list[list[int]] = []
+    for i in idx:
+        if runs and i == runs[-1][-1] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return ", ".join(order[r[0]] if len(r) == 1 else f"{order[r[0]]}-{order[r[-1]]}" for r in runs)
+
+
+def hazard_summary(reports: list[Report]) -> str:
+    """What users hit, per hazard class across the history: releases, families, cells, the accelerators the
+    smallest failing layout needed, what the kit does about it, and the newest failing site (Markdown)."""
+    order = [r.release for r in reports]
+    seen: dict[str, list[tuple[str, str, Failure]]] = {}
+    rules: dict[str, set[str]] = {}  # hazard -> rules whose proof it is
+    for r in reports:
+        for f in r.families:
+            failures = [v.proof.failure for v in f.verdicts if v.proof] + [x.failure for x in f.findings]
+            for v in f.verdicts:
+                if v.proof is not None and v.state is State.REPRODUCED_FIXED:
+                    rules.setdefault(v.proof.failure.hazard, set()).add(v.rule)
+            for hazard in sorted({x.hazard for x in failures}):
+                first = next(x for x in failures if x.hazard == hazard)
+                seen.setdefault(hazard, []).append((r.release, f.family, first))
+    rows = [
+        "| hazard | releases | model families | cells | fewest accelerators | the kit | newest failing site |",
+        "| --- | --- | --- | ---: | ---: | --- | --- |",
+    ]
+    for hazard, hits in sorted(seen.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        fams = sorted({fam for _, fam, _ in hits})
+        fewest = min(x.devices for _, _, x in hits)
+        release, _, newest = hits[-1]
+        fixed = rules.get(hazard)
+        kit = f"fixed by `{', '.join(sorted(fixed))}` where proven" if fixed else "reported (no rule)"
+        rows.append(
+            f"| {hazard} | {_spans([h[0] for h in hits], order)} | {', '.join(fams)} | {len(hits)} | {fewest} | {kit} | "
+            f"{release}: `transformers/{newest.site}` `{_md(newest.code)}` |"
+        )
+    if len(rows) == 2:
+        rows.append("| (none found) | | | 0 | | | |")
     return "\n".join(rows) + "\n"
 
 

@@ -53,6 +53,14 @@ def committed(release: str) -> Report | None:
     return Report.load(path) if path.is_file() else None
 
 
+def all_committed() -> list[Report]:
+    """Every committed verdict, oldest release first."""
+    from packaging.version import Version
+
+    reports = [Report.load(p) for p in committed_dir().glob("transformers-*.json")]
+    return sorted(reports, key=lambda r: Version(r.release))
+
+
 def lookup(release: str, store: Store | None = None) -> Report | None:
     """The freshest report for ``release``: this machine's (newest torch first), else the kit's committed one."""
     store = store or Store()
