@@ -430,3 +430,47 @@ def test_the_guard_aligns_to_where_positions_are_built_not_only_to_cache_positio
         guarded = dispatch_model(copy.deepcopy(base), device_map=split)
         fix = hf.hotfix(guarded)
         assert fix.active and torch.equal(_shift_decode(guarded), want)
+
+
+class IdsShiftHazard(torch.nn.Module):
+    """4.52's omni thinker in miniature: positions built on the input ids' device, deltas kept where the
+    embeddings are, the delta made from cache_position shifts the positions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(8, 4)
+        self.head = torch.nn.Linear(4, 1)
+        self.rope_deltas = None
+
+    def get_input_embeddings(self) -> torch.nn.Module:
+        return self.embed
+
+    def forward(self, input_ids: torch.Tensor, cache_position: torch.Tensor | None = None) -> torch.Tensor:
+        embeds = self.embed(input_ids.to(self.embed.weight.device))
+        if cache_position is not None and cache_position[0] == 0:
+            self.rope_deltas = torch.full((1, 1), 3, dtype=torch.long, device=embeds.device)
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        else:
+            delta = cache_position[0] + self.rope_deltas
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+            positions = positions.add(delta)
+        return self.head(embeds).squeeze(-1).to(positions.device) + positions
+
+
+def test_the_guard_follows_a_forward_that_builds_positions_on_the_input_ids_device() -> None:
+    assert hf.builds_on_input_ids(IdsShiftHazard) and not hf.builds_on_input_ids(ShiftHazard)
+    torch.manual_seed(0)
+    base = IdsShiftHazard()
+    ids = torch.ones(1, 4, dtype=torch.long)
+
+    def decode(model: torch.nn.Module, device: str) -> torch.Tensor:
+        model(ids.to(device), cache_position=torch.arange(4, device=device))
+        return model(ids[:, -1:].to(device), cache_position=torch.tensor([4], device=device)).cpu()
+
+    want = decode(copy.deepcopy(base), "cpu")
+    with devices.simulate(n=2):
+        with pytest.raises(RuntimeError, match=DEVICE_ERROR):  # unguarded: deltas on cuda:1, positions on cuda:0
+            decode(copy.deepcopy(base).to("cuda:1"), "cuda:0")
+        guarded = copy.deepcopy(base).to("cuda:1")
+        fix = hf.hotfix(guarded)
+        assert fix.active and torch.equal(decode(guarded, "cuda:0"), want)

@@ -61,6 +61,8 @@ MODEL_FILE = "models/qwen2_vl/modeling_qwen2_vl.py"
             "rope-index-scatter",
         ),
         (MODEL_FILE, "t_index = torch.arange(llm_grid_t).view(-1, 1)", "get_rope_index", "rope-index"),
+        # the omni thinkers' prefill (4.52-4.56): a "delta" line, but no stored deltas and no cache_position
+        (MODEL_FILE, "rope_deltas = rope_deltas - delta0", "forward", "prefill-deltas"),
         (
             MODEL_FILE,
             "causal_mask = torch.arange(target_length) > cache_position.reshape(-1, 1)",

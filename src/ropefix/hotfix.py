@@ -83,12 +83,32 @@ def is_hazardous(cls: type) -> bool:
     return False
 
 
+_ON_IDS = re.compile(r"arange\([^()]*device=input_ids\.device")
+
+
+@functools.cache
+def builds_on_input_ids(cls: type) -> bool:
+    """Whether ``cls.forward`` builds the positions it shifts by the delta on the input ids' device
+    (``torch.arange(seq_length, device=input_ids.device)``: the omni thinkers of 4.52-4.56), rather than
+    on the embeddings' (Qwen2-VL and most others)."""
+    for klass in cls.__mro__:
+        method = klass.__dict__.get("forward")
+        if method is None or klass.__module__.startswith(("torch", "builtins")):
+            continue
+        try:
+            return bool(_ON_IDS.search(inspect.getsource(method)))
+        except (OSError, TypeError):
+            return False
+    return False
+
+
 def align(root: Any, kwargs: dict[str, Any], args: tuple = (), method: str = "forward") -> dict[str, Any]:
     """Put the stored ``rope_deltas`` under ``root`` (and a ``rope_deltas`` argument) and ``cache_position``
     on the device the positions they are added to are built on.
 
     That device is where the method builds its position ids: the embeddings' (``inputs_embeds``, or the
-    input embedding module's weight) in a ``forward``, the input ids' in ``prepare_inputs_for_generation``.
+    input embedding module's weight) in a ``forward``, the input ids' in ``prepare_inputs_for_generation``
+    and in a ``forward`` whose code builds them there (``builds_on_input_ids``).
     Aligning to ``cache_position`` alone is not enough where the code shifts positions built on the
     embeddings' device by the delta (4.45-4.48: ``position_ids.add(delta)``). Unsplit models have one
     device and nothing moves; calls without ``cache_position`` are left exactly as they were.
@@ -121,6 +141,8 @@ def _positions_device(root: Any, args: tuple, kwargs: dict[str, Any], method: st
         if isinstance(ids, torch.Tensor) and ids.numel():
             return ids.device
         return embeds.device if isinstance(embeds, torch.Tensor) else None
+    if isinstance(ids, torch.Tensor) and ids.numel() and builds_on_input_ids(type(root)):
+        return ids.device
     if isinstance(embeds, torch.Tensor):
         return embeds.device
     get = getattr(root, "get_input_embeddings", None)

@@ -44,7 +44,15 @@ _VISION_FNS = re.compile(
 _MERGE = re.compile(r"masked_scatter|placeholder_mask|\b(?:image|video|audio|special_\w+)_mask\b|_embeds\[")
 _ROTARY = re.compile(r"inv_freq|rotary|apply_\w*rotary|position_ids_expanded|\bfreqs\b")
 
+_PREFILL_DELTAS = re.compile(r"\brope_deltas\s*=\s*rope_deltas\s*[-+]|\bdelta0\b")
+
 CATALOGUE: tuple[Hazard, ...] = (
+    Hazard(
+        "prefill-deltas",
+        "at prefill, the deltas get_rope_index returned (on the input ids' device) meet the attention mask's "
+        "padding count (moved to the embeddings' device): fails with or without a later cache_position",
+        lambda s: _in_model(s) and bool(_PREFILL_DELTAS.search(s.code)),
+    ),
     Hazard(
         "rope-deltas",
         "stored mRoPE deltas meet cache_position (or positions made from it) on another device",
