@@ -432,18 +432,9 @@ def test_the_guard_aligns_to_where_positions_are_built_not_only_to_cache_positio
         assert fix.active and torch.equal(_shift_decode(guarded), want)
 
 
-class IdsShiftHazard(torch.nn.Module):
+class IdsShiftHazard(ShiftHazard):
     """4.52's omni thinker in miniature: positions built on the input ids' device, deltas kept where the
     embeddings are, the delta made from cache_position shifts the positions."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.embed = torch.nn.Embedding(8, 4)
-        self.head = torch.nn.Linear(4, 1)
-        self.rope_deltas = None
-
-    def get_input_embeddings(self) -> torch.nn.Module:
-        return self.embed
 
     def forward(self, input_ids: torch.Tensor, cache_position: torch.Tensor | None = None) -> torch.Tensor:
         embeds = self.embed(input_ids.to(self.embed.weight.device))

@@ -178,17 +178,21 @@ def _toy_report(state: State) -> Report:
     return Report("0.0.1", "2.13.0", "0.0.0", "ci", (fam,))
 
 
-def _toy_pr(repo: git.Repo, tmp_path: Path, state: State = State.REPRODUCED_FIXED, **kw: object) -> pr.PrResult:
+def _toy_pr_into(repo: git.Repo, out: Path, state: State = State.REPRODUCED_FIXED, **kw: object) -> pr.PrResult:
     """make_pr on the toy checkout with a verdict of ``state`` (no interpreter needed: python="false")."""
     return pr.make_pr(
         "v0.0.1",
         repo=str(repo.path),
-        out=tmp_path / "out",
+        out=out,
         python="false",
         evidence=None,
         report=_toy_report(state),
-        **kw,
+        **kw,  # type: ignore[arg-type]
     )
+
+
+def _toy_pr(repo: git.Repo, tmp_path: Path, state: State = State.REPRODUCED_FIXED, **kw: object) -> pr.PrResult:
+    return _toy_pr_into(repo, tmp_path / "out", state, **kw)
 
 
 def test_own_checkout_gets_a_topic_branch_from_the_base(tmp_path: Path) -> None:
@@ -250,14 +254,7 @@ def test_a_non_empty_out_is_refused_and_nothing_in_it_is_removed(tmp_path: Path)
     (out / "PR_BODY.md").write_text("my notes\n")
     before = (repo.branches(), repo.head())
     with pytest.raises(RopefixError) as e:
-        pr.make_pr(
-            "v0.0.1",
-            repo=str(repo.path),
-            out=out,
-            python="false",
-            evidence=None,
-            report=_toy_report(State.REPRODUCED_FIXED),
-        )
+        _toy_pr_into(repo, out)
     assert str(out) in str(e.value) and "0001-my-own.patch" in str(e.value) and "--force" in str(e.value)
     assert (out / "0001-my-own.patch").read_text() == "my series\n" and (
         out / "PR_BODY.md"
@@ -281,34 +278,13 @@ def test_a_non_empty_out_is_refused_and_nothing_in_it_is_removed(tmp_path: Path)
 def test_a_rerun_replaces_its_own_outputs_but_not_an_edited_one(tmp_path: Path) -> None:
     repo = _affected_repo(tmp_path)
     out = tmp_path / "out"
-    first = pr.make_pr(
-        "v0.0.1",
-        repo=str(repo.path),
-        out=out,
-        python="false",
-        evidence=None,
-        report=_toy_report(State.REPRODUCED_FIXED),
-    )
-    second = pr.make_pr(
-        "v0.0.1",
-        repo=str(repo.path),
-        out=out,
-        python="false",
-        evidence=None,
-        report=_toy_report(State.REPRODUCED_FIXED),
-    )  # no --force needed
+    first = _toy_pr_into(repo, out)
+    second = _toy_pr_into(repo, out)  # no --force needed
     assert second.branch != first.branch and (out / "PR_BODY.md").exists()
     assert sorted(p.name for p in out.glob("*.patch")) == [p.name for p in second.patches]
     (out / "PR_BODY.md").write_text((out / "PR_BODY.md").read_text() + "- [x] ticked by hand\n")
     with pytest.raises(RopefixError, match="PR_BODY.md"):
-        pr.make_pr(
-            "v0.0.1",
-            repo=str(repo.path),
-            out=out,
-            python="false",
-            evidence=None,
-            report=_toy_report(State.REPRODUCED_FIXED),
-        )
+        _toy_pr_into(repo, out)
     assert "ticked by hand" in (out / "PR_BODY.md").read_text()
 
 

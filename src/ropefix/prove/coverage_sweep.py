@@ -87,14 +87,9 @@ def sweep(versions: list[str], out_dir: Path, parallel: int = 2, force: bool = F
 
 def _ranges(items: list[str], order: list[str]) -> str:
     """``items`` as runs of consecutive releases of ``order``: "4.49.0–4.51.3, 5.0.0"."""
-    idx = sorted(order.index(v) for v in set(items))
-    runs: list[list[int]] = []
-    for i in idx:
-        if runs and i == runs[-1][-1] + 1:
-            runs[-1].append(i)
-        else:
-            runs.append([i])
-    return ", ".join(order[r[0]] if len(r) == 1 else f"{order[r[0]]}–{order[r[-1]]}" for r in runs)
+    from ropefix.prove.render import release_spans
+
+    return release_spans(items, order, dash="–")
 
 
 def _norm(text: str) -> str:

@@ -298,14 +298,9 @@ def small_modules(model: Any, u: Units) -> list[tuple[str, str]]:
 def _role(path: str, mod: Any, u: Units) -> str:
     kind = type(mod).__name__
     tower = next((t for t in u.towers if path.startswith(t + ".")), None)
-    if path in u.embeddings:
-        return "embeddings"
-    if path in u.head:
-        return "lm_head"
-    if path in u.towers:
-        return "audio-tower" if "audio" in path else "vision-tower"
-    if path in u.layers:
-        return "decoder-layer"
+    unit = _unit_role(path, u)
+    if unit not in ("final-norm", "other"):
+        return unit
     if "Rotary" in kind:
         return "vision-rotary" if tower else "rotary"
     if tower is None:

@@ -143,6 +143,11 @@ def evidence_markdown(reports: list[Report]) -> str:
     return "\n".join(rows) + "\n"
 
 
+def _failures(f: FamilyReport) -> list[Failure]:
+    """Every failure a family's verdicts and findings hold: the proofs first, then the findings."""
+    return [v.proof.failure for v in f.verdicts if v.proof] + [x.failure for x in f.findings]
+
+
 def findings_table(reports: list[Report]) -> str:
     """Per release x family, the hazard classes found, with counts, first site and shrunk example (Markdown)."""
     rows = [
@@ -151,7 +156,7 @@ def findings_table(reports: list[Report]) -> str:
     ]
     for r in reports:
         for f in r.families:
-            failures = [v.proof.failure for v in f.verdicts if v.proof] + [x.failure for x in f.findings]
+            failures = _failures(f)
             counts = Counter(x.hazard for x in failures)
             for hazard, n in sorted(counts.items()):
                 first = next(x for x in failures if x.hazard == hazard)
@@ -163,7 +168,7 @@ def findings_table(reports: list[Report]) -> str:
     return "\n".join(rows) + "\n"
 
 
-def _spans(releases: list[str], order: list[str]) -> str:
+def release_spans(releases: list[str], order: list[str], dash: str = "-") -> str:
     """``4.47.1-4.52.4, 5.2.0``: runs of consecutive releases (in ``order``) joined."""
     idx = sorted({order.index(r) for r in releases})
     runs: list[list[int]] = []
@@ -172,7 +177,7 @@ def _spans(releases: list[str], order: list[str]) -> str:
             runs[-1].append(i)
         else:
             runs.append([i])
-    return ", ".join(order[r[0]] if len(r) == 1 else f"{order[r[0]]}-{order[r[-1]]}" for r in runs)
+    return ", ".join(order[r[0]] if len(r) == 1 else f"{order[r[0]]}{dash}{order[r[-1]]}" for r in runs)
 
 
 def hazard_summary(reports: list[Report]) -> str:
@@ -183,7 +188,7 @@ def hazard_summary(reports: list[Report]) -> str:
     rules: dict[str, set[str]] = {}  # hazard -> rules whose proof it is
     for r in reports:
         for f in r.families:
-            failures = [v.proof.failure for v in f.verdicts if v.proof] + [x.failure for x in f.findings]
+            failures = _failures(f)
             for v in f.verdicts:
                 if v.proof is not None and v.state is State.REPRODUCED_FIXED:
                     rules.setdefault(v.proof.failure.hazard, set()).add(v.rule)
@@ -201,7 +206,7 @@ def hazard_summary(reports: list[Report]) -> str:
         fixed = rules.get(hazard)
         kit = f"fixed by `{', '.join(sorted(fixed))}` where proven" if fixed else "reported (no rule)"
         rows.append(
-            f"| {hazard} | {_spans([h[0] for h in hits], order)} | {', '.join(fams)} | {len(hits)} | {fewest} | {kit} | "
+            f"| {hazard} | {release_spans([h[0] for h in hits], order)} | {', '.join(fams)} | {len(hits)} | {fewest} | {kit} | "
             f"{release}: `transformers/{newest.site}` `{_md(newest.code)}` |"
         )
     if len(rows) == 2:

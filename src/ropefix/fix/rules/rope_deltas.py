@@ -141,27 +141,26 @@ class _Shift:
     guard: str | None
 
 
-def _same_device_base(node: cst.BaseExpression) -> str | None:
-    """The local a value is read from without leaving its device (``x[None, ...]``, ``x.expand(...)``)."""
+def _read_from(node: cst.BaseExpression) -> cst.BaseExpression:
+    """What a value is read from without leaving its device (``x[None, ...]``, ``x.expand(...)``: ``x``)."""
     while True:
         if isinstance(node, cst.Subscript):
             node = node.value
         elif isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and not _is_move(node):
             node = node.func.value
         else:
-            return node.value if isinstance(node, cst.Name) else None
+            return node
+
+
+def _same_device_base(node: cst.BaseExpression) -> str | None:
+    """The local a value is read from without leaving its device."""
+    base = _read_from(node)
+    return base.value if isinstance(base, cst.Name) else None
 
 
 def _from_stored(node: cst.BaseExpression) -> bool:
     """Whether ``node`` reads the stored deltas without moving them (``self.rope_deltas.repeat_interleave(...)``)."""
-    while True:
-        if isinstance(node, cst.Subscript):
-            node = node.value
-        elif isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and not _is_move(node):
-            node = node.func.value
-        else:
-            break
-    name = c.dotted(node)
+    name = c.dotted(_read_from(node))
     return name is not None and name.endswith(".rope_deltas")
 
 
