@@ -190,3 +190,22 @@ def test_naive_one_liner_breaks_plain_forward_without_cache_position(tmp_path: P
     out = _plain_forward(naive)
     assert "text FAILED AttributeError" in out and "image FAILED AttributeError" in out
     assert "'NoneType' object has no attribute 'device'" in out
+
+
+# ---------------------------------------------------------------- the seed examples
+
+
+@needs_red
+def test_the_search_starts_with_what_a_user_runs_first() -> None:
+    """The towers-apart layout with inputs on the CPU, one text prompt, every decoding path: found at once
+    (a random search of 1 example would rarely draw it), before hypothesis draws anything."""
+    runner = suite.Runner("qwen2_vl", 0, False)
+    first = suite.seeds(runner)
+    assert [path for *_, path, _ in first] == list(suite.SEED_PATHS)
+    layout = first[0][0]
+    towers = set(runner.info.units.towers)
+    assert layout.input_device == "cpu" and towers
+    assert {d for n, d in layout.device_map.items() if n in towers} == {0}
+    assert {d for n, d in layout.device_map.items() if n not in towers} == {1}
+    result = suite.search("qwen2_vl", max_examples=1)
+    assert "rope-deltas" in {f.hazard for f in result.failures}

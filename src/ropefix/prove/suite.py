@@ -352,6 +352,32 @@ def strategies(runner: Runner, max_devices: int = 4) -> Any:
     return example()
 
 
+# The first examples every search runs, before hypothesis draws any: what a user of a split model runs
+# first (the vision and audio towers on cuda:0, the language model on cuda:1, the processor output left
+# on the CPU, one unpadded text prompt) through every decoding path that takes it. A random search can
+# miss this one layout for a long time (4.46.3's inputs_embeds generate); these never are.
+SEED_PATHS = ("generate-greedy", "decode-loop", "embeds-generate", "generate-beams", "forward-after-generate")
+
+
+def seeds(runner: Runner) -> list[tuple[layouts.Layout, Prompt, str, Shape]]:
+    """The towers-apart layout with the canonical prompt on each decoding path (none for a model without towers)."""
+    u = runner.info.units
+    if not u.towers or "text" not in runner.tiny.kinds:
+        return []
+    dmap = layouts.vision_apart(u, 0, [], 2)
+    if layouts.on_one_accelerator(dmap):
+        return []
+    layout = layouts.Layout("vision-apart", dmap, "cpu", 2)
+    m = runner.tiny.merge
+    prompt = Prompt(kind="text", batch=1, length=4, pad=0, padding_side="left", grid=(1, m, m))
+    out = []
+    for path in SEED_PATHS:
+        if path in callpaths.PATHS and "text" in callpaths.PATHS[path].kinds:
+            beams = 2 if path == "generate-beams" else 1
+            out.append((layout, prompt, path, Shape(max_new_tokens=2, num_beams=beams, num_return_sequences=1)))
+    return out
+
+
 def search(
     model: str,
     profile: str = "ci",
@@ -377,6 +403,14 @@ def search(
         if failure is not None and (failure.hazard, failure.site) not in known:
             result.failures.append(failure)
             known.add((failure.hazard, failure.site))
+    for seed_ex in seeds(runner):
+        failure = runner.check(*seed_ex)
+        if failure is not None and (failure.hazard, failure.site) not in known:
+            result.failures.append(failure)
+            known.add((failure.hazard, failure.site))
+            if hotfix_arm and failure.hazard == "rope-deltas":
+                runner.hotfix_for(failure.example)
+            _progress(f"{model}: {failure.hazard} at {failure.site} (a seed example)")
     n = max_examples or PROFILES[profile]
     cfg = settings(
         max_examples=n,
