@@ -45,6 +45,8 @@ def test_markdown_table_is_release_by_torch_in_version_order() -> None:
     assert "**FAIL**" in md  # one fix-failed cell fails the matrix
     assert "Unknown labels (tox.ini has no env under them): nightly." in md
     assert "No matching distribution found for torch==2.6.0" in md  # the skip's reason is shown
+    m = sample_matrix()  # provenance: when, which label, which kit the envs ran (the verdicts' kit)
+    assert f"Generated {m.generated} (label full) by ropefix 0.0.0." in md
 
 
 def test_svg_cells_have_their_status_colour(written: tuple[Matrix, Path]) -> None:

@@ -42,6 +42,9 @@ def render_md(m: Matrix) -> str:
     out += ["", f"**{'PASS' if m.passed else 'FAIL'}**: {len(m.cells)} envs ({counts}) in {m.duration_s:.0f}s."]
     if m.unknown_labels:
         out.append(f"Unknown labels (tox.ini has no env under them): {', '.join(m.unknown_labels)}.")
+    kits = sorted({c.result.kit for c in m.cells if c.result is not None})
+    labels = ", ".join(m.labels) or "the envs named"
+    out.append(f"Generated {m.generated} (label {labels}) by ropefix {', '.join(kits) or 'unknown'}.")
     out += ["", "<details><summary>per env</summary>", ""]
     out += ["| env | transformers | torch | status | details | create s | install s | test s |"]
     out += ["| --- | --- | --- | --- | --- | ---: | ---: | ---: |"]
