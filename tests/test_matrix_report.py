@@ -34,7 +34,8 @@ def test_all_five_reports_are_written_and_non_empty(written: tuple[Matrix, Path]
 
 
 def test_markdown_table_is_release_by_torch_in_version_order() -> None:
-    md = report.render_md(sample_matrix())
+    m = sample_matrix()
+    md = report.render_md(m)
     lines = md.splitlines()
     assert lines[0] == "| transformers \\ torch | 2.6.0 | 2.13.0 |"  # 2.6 before 2.13: version, not string order
     rows = [line for line in lines[2:5]]
@@ -45,7 +46,7 @@ def test_markdown_table_is_release_by_torch_in_version_order() -> None:
     assert "**FAIL**" in md  # one fix-failed cell fails the matrix
     assert "Unknown labels (tox.ini has no env under them): nightly." in md
     assert "No matching distribution found for torch==2.6.0" in md  # the skip's reason is shown
-    m = sample_matrix()  # provenance: when, which label, which kit the envs ran (the verdicts' kit)
+    # provenance: when, which label, which kit the envs ran (the verdicts' kit)
     assert f"Generated {m.generated} (label full) by ropefix 0.0.0." in md
 
 
