@@ -137,3 +137,12 @@ def test_one_patch_model_the_diff_and_the_installed_bytes_agree(tmp_path: Path) 
     assert entry["files"] == [
         {"path": "src/" + change.path, "sha256_before": change.sha256_before, "sha256_after": change.sha256_after}
     ]
+
+
+def test_the_readme_quotes_the_committed_full_matrix() -> None:
+    matrix = (ROOT / "docs" / "matrix-full.md").read_text().splitlines()
+    readme = (ROOT / "README.md").read_text()
+    verdict = next(line for line in matrix if line.startswith(("**PASS**", "**FAIL**")))
+    made = next(line for line in matrix if line.startswith("Generated "))
+    assert f"> {verdict}\n> {made}\n" in readme, "quote docs/matrix-full.md's result and provenance lines"
+    assert (ROOT / "docs" / "matrix-full.png").stat().st_size > 10_000
