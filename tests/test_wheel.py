@@ -310,7 +310,10 @@ def test_status_recognises_an_installed_ropefix_wheel(
 
 # ---------------------------------------------------------------- the real release, end to end
 
-REAL = "4.49.0"  # the release whose committed verdict proves the fix (src/ropefix/data/verdicts/)
+REAL = "4.49.0"  # CI's release: its committed verdict proves the fix (src/ropefix/data/verdicts/)
+# ROPEFIX_WHEELS=all: every release whose committed verdict proves a fix (a minute or two each)
+EVERY_WHEEL = os.environ.get("ROPEFIX_WHEELS") == "all"
+WHEEL_RELEASES = [r.release for r in verdicts.all_committed() if r.ship_plan()[0]] if EVERY_WHEEL else [REAL]
 
 
 def _venv(where: Path) -> Path:
@@ -341,10 +344,10 @@ def _pip(env: Path, *args: str) -> str:
     return done.stdout
 
 
-def _replay(env: Path, kit: Path, replay: Path) -> tuple[str, list[dict | None]]:
+def _replay(env: Path, kit: Path, replay: Path, model: str = "qwen2_vl") -> tuple[str, list[dict | None]]:
     """The failing layouts replayed by the regression suite in ``env`` (the kit beside it, not installed)."""
     done = subprocess.run(
-        [env / "bin" / "python", "-m", "ropefix.prove.suite", "--model", "qwen2_vl", "--replay", replay]
+        [env / "bin" / "python", "-m", "ropefix.prove.suite", "--model", model, "--replay", replay]
         + ["--max-examples", "1"],
         check=False,
         capture_output=True,
@@ -360,29 +363,40 @@ def _replay(env: Path, kit: Path, replay: Path) -> tuple[str, list[dict | None]]
 
 @pytest.mark.network
 @pytest.mark.slow
-def test_the_4_49_0_wheel_installs_with_pip_and_turns_the_proofs_green(
-    shared_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("real", WHEEL_RELEASES)
+def test_the_wheel_installs_with_pip_and_turns_the_proofs_green(
+    real: str,
+    shared_store: Store,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("ROPEFIX_CACHE", str(shared_store.root))  # the release tree and wheel, downloaded once
     monkeypatch.setattr(verdicts, "lookup", lambda release, store=None: verdicts.committed(release))
-    proven = verdicts.committed(REAL)
+    proven = verdicts.committed(real)
     start = time.monotonic()
-    assert main(["backport", "--to", REAL, "--wheel", "--out", str(tmp_path / "a")]) == 0
+    assert main(["backport", "--to", real, "--wheel", "--out", str(tmp_path / "a")]) == 0
     seconds = time.monotonic() - start
-    assert main(["backport", "--to", REAL, "--wheel", "--out", str(tmp_path / "b")]) == 0
+    assert main(["backport", "--to", real, "--wheel", "--out", str(tmp_path / "b")]) == 0
     (path,) = (tmp_path / "a").glob("*.whl")
     assert (tmp_path / "b" / path.name).read_bytes() == path.read_bytes()  # byte-identical rebuild
     version = path.name.split("-")[1]
     with capsys.disabled():  # the figure, shown with -s
         print(f"\nbuilt {path.name} ({path.stat().st_size / 1e6:.1f} MB) in {seconds:.1f}s; rebuilt byte-identical")
-    assert re.fullmatch(r"4\.49\.0\+ropefix\.[0-9a-f]{8}", version)
+    assert re.fullmatch(re.escape(real) + r"\+ropefix\.[0-9a-f]{8}", version)
 
-    # the committed verdict's failing layouts for qwen2_vl, one per proven rule
-    fam = proven.family("qwen2_vl")
-    proofs = [v.proof for v in fam.verdicts if v.proof is not None]
-    assert {v.rule for v in fam.verdicts if v.proof} == {"rope-deltas", "causal-mask", "rope-index-scatter"}
-    replay = tmp_path / "replay.json"
-    replay.write_text(json.dumps({"qwen2_vl": [asdict(p.failure.example) for p in proofs]}))
+    # the committed verdict's failing layouts, per family, one per proven rule
+    plan = proven.ship_plan()[0]
+    proofs = {
+        fam: [v.proof for v in proven.family(fam).verdicts if v.proof is not None and v.rule in rules]
+        for fam, rules in plan.items()
+    }
+    if real == REAL:
+        assert {p.failure.hazard for p in proofs["qwen2_vl"]} == {"rope-deltas", "causal-mask", "rope-index-scatter"}
+    replays = {}
+    for fam, fam_proofs in proofs.items():
+        replays[fam] = tmp_path / f"replay-{fam}.json"
+        replays[fam].write_text(json.dumps({fam: [asdict(p.failure.example) for p in fam_proofs]}))
     kit = tmp_path / "kit"
     shutil.copytree(Path(ropefix.__file__).parent, kit / "ropefix")  # the kit alone: no other package shadows
 
@@ -390,12 +404,14 @@ def test_the_4_49_0_wheel_installs_with_pip_and_turns_the_proofs_green(
     env = tmp_path / "venv"
     site = _venv(env)
     pins = [f"{d}=={md.version(d)}" for d in ("accelerate", "hypothesis")]  # the suite's needs, as tested here
-    _pip(env, "install", "-q", "--no-compile", "torch==2.13.0", f"transformers=={REAL}", *pins)
-    release, red = _replay(env, kit, replay)
-    assert release == REAL
-    assert [(f["hazard"], f["site"]) if f else None for f in red] == [
-        (p.failure.hazard, p.failure.site) for p in proofs
-    ]
+    _pip(env, "install", "-q", "--no-compile", "torch==2.13.0", f"transformers=={real}", *pins)
+    for fam, fam_proofs in proofs.items():
+        release, red = _replay(env, kit, replays[fam], fam)
+        assert release == real
+        # red where each proof failed (a proof found once another fix let the run go further fails earlier here)
+        assert [
+            (f["hazard"], f["site"]) if f and p.tree == "unpatched" else f is not None for f, p in zip(red, fam_proofs)
+        ] == [(p.failure.hazard, p.failure.site) if p.tree == "unpatched" else True for p in fam_proofs], fam
 
     _pip(env, "install", "-q", "--no-compile", "--find-links", str(path.parent), f"transformers=={version}")
     imported = subprocess.run(
@@ -412,11 +428,12 @@ def test_the_4_49_0_wheel_installs_with_pip_and_turns_the_proofs_green(
         [env / "bin" / "python", "-m", "pip", "check"], check=False, capture_output=True, text=True, env=_clean_env()
     )
     assert "No broken requirements found" in checked.stdout, checked.stdout + checked.stderr
-    release, green = _replay(env, kit, replay)
-    # None: no device error, and the placed run's tokens and logits equal the unsplit CPU reference bit for bit
-    assert release == version and green == [None] * len(proofs)
+    for fam, fam_proofs in proofs.items():
+        release, green = _replay(env, kit, replays[fam], fam)
+        # None: no device error, and the placed run's tokens and logits equal the unsplit CPU reference bit for bit
+        assert release == version and green == [None] * len(fam_proofs), fam
 
     capsys.readouterr()
     assert main(["backport", "--status", "--site", str(site)]) == 0
     out = capsys.readouterr().out
-    assert f"transformers {version} in {site}: patched" in out and "a ropefix wheel of transformers 4.49.0" in out
+    assert f"transformers {version} in {site}: patched" in out and f"a ropefix wheel of transformers {real}" in out
