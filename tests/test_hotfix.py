@@ -465,3 +465,16 @@ def test_the_guard_follows_a_forward_that_builds_positions_on_the_input_ids_devi
         guarded = copy.deepcopy(base).to("cuda:1")
         fix = hf.hotfix(guarded)
         assert fix.active and torch.equal(decode(guarded, "cuda:0"), want)
+
+
+def test_the_guard_claims_the_stored_deltas_shift_only_while_the_delta_is_unmoved() -> None:
+    # 5.2.0's ernie4_5_vl_moe shape (tests/snippets/shift_stored_deltas.py): the rope-deltas rule's shift-unaligned
+    shifted = (Path(__file__).parent / "snippets" / "shift_stored_deltas.py").read_text()
+    assert hf.HAZARD.search(shifted)
+    moved = shifted.replace("(position_ids + delta).to(", "(position_ids + delta.to(position_ids.device)).to(")
+    assert moved != shifted and not hf.HAZARD.search(moved)  # 5.3 on: upstream moves the delta first
+    aligned = shifted.replace(
+        "        position_ids = (position_ids",
+        "        delta = delta.to(position_ids.device)\n        position_ids = (position_ids",
+    )
+    assert not hf.HAZARD.search(aligned)

@@ -34,8 +34,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-# Addition of the prefill deltas to the decoding position (attribute, model.attribute or argument).
-HAZARD = re.compile(r"cache_position\[0\]\s*\+\s*(?:self\.)?(?:\w+\.)*rope_deltas\b")
+# Addition of the prefill deltas to the decoding position (attribute, model.attribute or argument), or the
+# stored deltas reshaped where prefill left them and added, unmoved, to positions on the next line (5.2.0's
+# ernie4_5_vl_moe; from 5.3 the delta is moved first and nothing matches).
+HAZARD = re.compile(
+    r"cache_position\[0\]\s*\+\s*(?:self\.)?(?:\w+\.)*rope_deltas\b"
+    r"|=\s*self\.(?:\w+\.)*rope_deltas\.repeat_interleave\([^\n]*\n[ \t]*\w+\s*=\s*\(?\s*\w+\s*\+\s*delta\b(?!\.to\()"
+)
 WRAPPED = ("forward", "prepare_inputs_for_generation")
 SWITCH = "__ropefix_switch__"  # on a guard: the _Switch that turns it into a pass-through
 HOLDERS = "__ropefix_holders__"
