@@ -146,3 +146,19 @@ def test_the_readme_quotes_the_committed_full_matrix() -> None:
     made = next(line for line in matrix if line.startswith("Generated "))
     assert f"> {verdict}\n> {made}\n" in readme, "quote docs/matrix-full.md's result and provenance lines"
     assert (ROOT / "docs" / "matrix-full.png").stat().st_size > 10_000
+
+
+def test_the_readme_what_users_hit_table_is_generated_from_the_committed_verdicts() -> None:
+    from ropefix.prove import render
+
+    readme = (ROOT / "README.md").read_text()
+    table = render.hazard_summary(verdicts.all_committed())
+    assert table in readme, "run `ropefix sweep --table` and paste it into README.md"
+
+
+def test_the_readme_quotes_the_committed_sweep() -> None:
+    sweep = (ROOT / "docs" / "sweep.md").read_text().splitlines()
+    readme = (ROOT / "README.md").read_text()
+    counts = next(line for line in sweep if " release x family cells, " in line)
+    assert f"> {counts}\n" in readme, "quote docs/sweep.md's count line"
+    assert (ROOT / "docs" / "sweep.png").stat().st_size > 10_000 and (ROOT / "docs" / "findings.md").exists()

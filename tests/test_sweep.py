@@ -52,7 +52,12 @@ def test_an_interrupted_sweep_keeps_finished_cells_and_resumes_from_them(
     )
     result = sweep.sweep(cells, opts)
     assert sweep._calls == ["5.0.0 glm4v"]  # only the unfinished cell ran
-    assert [o.reused for o in result.outcomes] == [True, True, False]
+    assert [o.reused for o in result.outcomes] == [True, True, False] and result.reused == 2
+    # kept cells count with the verify time their own run measured, so the summed figure survives resuming
+    assert result.cell_seconds == round(
+        sum(o.report.duration_s for o in result.outcomes[:2]) + result.outcomes[2].seconds, 1
+    )
+    assert result.outcomes[0].seconds == result.outcomes[0].report.duration_s > 0
     assert set(result.reports) == {"4.49.0", "5.0.0"}
     assert [f.family for f in result.reports["4.49.0"].families] == ["qwen2_5_vl", "qwen2_vl"]
     assert result.reports["4.49.0"].state is State.REPRODUCED_FIXED

@@ -54,5 +54,8 @@ def run(args: argparse.Namespace) -> int:
         for path in sweep.publish(result, verdicts.committed_dir()):
             print(path)
     nj = result.not_judged()
-    ui.info(f"sweep: {result.cells} cells in {result.seconds / 60:.1f} min; {len(nj)} not judged")
+    ui.info(
+        f"sweep: {result.cells} cells ({result.reused} kept from earlier runs) in {result.seconds / 60:.1f} min; "
+        f"{result.cell_seconds / 60:.0f} min of verify time summed; {len(nj)} not judged"
+    )
     return 0 if all(r.passed() for r in result.reports.values()) else 1

@@ -237,7 +237,13 @@ def _md(s: str) -> str:
     return s.replace("|", "\\|").replace("\n", " ")
 
 
-def sweep_markdown(reports: list[Report], seconds: float, not_judged: list[tuple[object, str]]) -> str:
+def sweep_markdown(
+    reports: list[Report],
+    cell_seconds: float,
+    not_judged: list[tuple[object, str]],
+    wall_seconds: float | None = None,
+    reused: int = 0,
+) -> str:
     """The sweep as a release x family table of states, the counts, and every not-judged cell with its reason."""
     fams = sorted({f.family for r in reports for f in r.families})
     rows = ["| transformers | " + " | ".join(fams) + " |", "| --- |" + " --- |" * len(fams)]
@@ -258,7 +264,13 @@ def sweep_markdown(reports: list[Report], seconds: float, not_judged: list[tuple
     lines = [
         *rows,
         "",
-        f"{total} release x family cells in {seconds / 60:.1f} min: "
+        f"{total} release x family cells, {cell_seconds / 60:.0f} min of verify time summed"
+        + (
+            f" (this run: {wall_seconds / 60:.1f} min wall, {reused} cells kept from earlier runs)"
+            if wall_seconds is not None
+            else ""
+        )
+        + ": "
         + ", ".join(f"{n} {s.value}" for s, n in sorted(counts.items(), key=lambda kv: _order(kv[0])))
         + f"; not-judged {share:.1f}%. In brackets: call path x prompt pairs judged. H: the runtime hotfix held on "
         "every layout that failed at the rope-deltas line (H✗: it did not; no mark: nothing to check or a no-op).",

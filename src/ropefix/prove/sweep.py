@@ -62,6 +62,15 @@ class SweepResult:
     def cells(self) -> int:
         return len(self.outcomes)
 
+    @property
+    def reused(self) -> int:
+        return sum(1 for o in self.outcomes if o.reused)
+
+    @property
+    def cell_seconds(self) -> float:
+        """Every cell's verify time, summed (kept cells count with the time their run measured)."""
+        return round(sum(o.seconds for o in self.outcomes), 1)
+
     def not_judged(self) -> list[tuple[Cell, str]]:
         return [
             (o.cell, o.report.families[0].reason or "not judged")
@@ -138,8 +147,8 @@ def sweep(cells: list[Cell], opts: Options, store: Store | None = None) -> Sweep
     todo = []
     for cell in cells:
         kept = _load_cell(cell_path(opts.out, cell))  # only finished cells are ever kept
-        if kept is not None:
-            result.outcomes.append(Outcome(cell, kept, 0.0, reused=True))
+        if kept is not None:  # its seconds: the verify time the earlier run measured
+            result.outcomes.append(Outcome(cell, kept, kept.duration_s, reused=True))
         else:
             todo.append(cell)
     if result.outcomes:
@@ -204,12 +213,14 @@ def write(result: SweepResult, opts: Options) -> list[Path]:
         atomic_write(dest, report.dumps())
         written.append(dest)
     reports = list(result.reports.values())
-    table = render.sweep_markdown(reports, result.seconds, result.not_judged())
+    table = render.sweep_markdown(reports, result.cell_seconds, result.not_judged(), result.seconds, result.reused)
     for name, text in (("sweep.md", table), ("findings.md", render.findings_table(reports))):
         atomic_write(opts.out / name, text)
         written.append(opts.out / name)
     timings = {
         "seconds": result.seconds,
+        "cell_seconds": result.cell_seconds,
+        "reused": result.reused,
         "cells": [{"cell": str(o.cell), "seconds": o.seconds, "reused": o.reused} for o in result.outcomes],
     }
     atomic_write(opts.out / "sweep.json", json.dumps(timings, indent=1))
