@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if result.note:
         ui.info(result.note)
     if result.safe:
-        print(f"{args.base}: {result.why_nothing}. Nothing was produced.")
+        print(f"{args.base}: {result.why_nothing.rstrip('.')}. Nothing was produced.")
         return 0
     print(f"branch {result.branch} in {result.tree}: {len(result.commits)} commit(s) for {', '.join(result.models)}")
     for p in result.patches:
