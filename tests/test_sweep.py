@@ -118,3 +118,15 @@ def test_what_users_hit_sums_each_hazard_over_the_history() -> None:
     assert "| embedding-merge | 4.49.0 | qwen2_vl | 1 | 2 | reported (no rule) | 4.49.0:" in rows["embedding-merge"]
     assert list(rows) == ["rope-deltas", "embedding-merge"]  # most cells first
     assert "(none found)" in render.hazard_summary([rel("5.2.0", family(State.LATENT, release="5.2.0"))])
+
+
+def test_a_sweep_from_a_source_checkout_records_its_commit() -> None:
+    # the cells import this checkout through PYTHONPATH; an editable install's metadata keeps an older commit
+    import subprocess
+
+    src = Path(sweep.__file__).resolve().parents[2]
+    cmd = ["git", "-C", src, "rev-parse", "--short=9", "HEAD"]
+    head = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("not a git checkout")
+    assert sweep.kit_version().startswith(f"ropefix git {head.stdout.strip()}")
