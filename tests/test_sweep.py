@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from verdict_fixtures import family
 
-from ropefix.prove import render, sweep
+from ropefix.prove import render, sweep, verdicts
 from ropefix.prove.verdict import FamilyReport, Report, State
 
 
@@ -129,4 +129,4 @@ def test_a_sweep_from_a_source_checkout_records_its_commit() -> None:
     head = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if head.returncode != 0:
         pytest.skip("not a git checkout")
-    assert sweep.kit_version().startswith(f"ropefix git {head.stdout.strip()}")
+    assert verdicts.kit_version().startswith(f"ropefix git {head.stdout.strip()}")

@@ -18,8 +18,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ropefix import __version__, proc, ui
+from ropefix import proc, ui
 from ropefix.errors import RopefixError
+from ropefix.prove import verdicts
 from ropefix.prove.verdict import FamilyReport, Report, State
 from ropefix.store import Store
 
@@ -96,20 +97,6 @@ def cell_path(out: Path, cell: Cell) -> Path:
     return out / "cells" / cell.release / f"{cell.family}.json"
 
 
-def kit_version() -> str:
-    """The kit a sweep runs, as its verdicts record it: for a source checkout (the cells import it through
-    PYTHONPATH, whatever ropefix is installed in the release's interpreter) its git commit, else the
-    installed version. An editable install's metadata keeps the commit it was installed at, so it cannot say."""
-    src = Path(__file__).resolve().parents[2]
-    if not (src.parent / "pyproject.toml").is_file():
-        return __version__
-    head = proc.run(["git", "-C", str(src), "rev-parse", "--short=9", "HEAD"])
-    if not head.ok:
-        return __version__
-    dirty = proc.run(["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no", "--", "."]).out.strip()
-    return f"ropefix git {head.out.strip()}" + (" (uncommitted changes)" if dirty else "")
-
-
 def run_cell(cell: Cell, opts: Options, store: Store | None = None) -> Report:
     """verify on one family of one release, in that release's interpreter; a crash is not-judged, with why."""
     from ropefix.releases import relenv, sources
@@ -124,14 +111,14 @@ def run_cell(cell: Cell, opts: Options, store: Store | None = None) -> Report:
     try:
         done = proc.run(cmd, env=env, timeout=opts.timeout_s)
         report = Report.from_json(json.loads(done.out), f"verify's report on {cell}")
-        kit = kit_version()  # the code that ran: the cell imported this checkout, not what its interpreter has
-        return Report(report.release, report.torch, kit, report.profile, report.families, report.duration_s)
+        # report.kit: verify's kit_version, the checkout the cell imported, not what its interpreter has installed
+        return Report(report.release, report.torch, report.kit, report.profile, report.families, report.duration_s)
     except (ValueError, RopefixError, OSError) as e:
         why = f"verify crashed: {_last_line(getattr(locals().get('done'), 'err', '') or str(e))}"
     except Exception as e:  # noqa: BLE001 - a timeout or anything else: the cell says so, the sweep goes on
         why = f"verify did not finish: {type(e).__name__}: {str(e)[:200]}"
     fam = FamilyReport(cell.family, State.NOT_JUDGED, reason=why)
-    return Report(cell.release, "unknown", kit_version(), opts.profile, (fam,))
+    return Report(cell.release, "unknown", verdicts.kit_version(), opts.profile, (fam,))
 
 
 def _crashed(report: Report) -> bool:

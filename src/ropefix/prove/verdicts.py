@@ -14,6 +14,7 @@ import shlex
 from importlib import resources
 from pathlib import Path
 
+import ropefix
 from ropefix import proc, ui
 from ropefix.errors import RopefixError
 from ropefix.prove.verdict import Report
@@ -42,6 +43,20 @@ def save(report: Report, store: Store | None = None) -> Path:
         with store.atomic_file(dest, "w") as fh:
             fh.write(report.dumps())
     return dest
+
+
+def kit_version() -> str:
+    """The kit that makes a verdict, as the verdict records it: for a source checkout (the cells import it through
+    PYTHONPATH, whatever ropefix is installed in the release's interpreter) its git commit, else the
+    installed version. An editable install's metadata keeps the commit it was installed at, so it cannot say."""
+    src = Path(__file__).resolve().parents[2]  # src/ in a checkout: src/ropefix/prove/verdicts.py
+    if not (src.parent / "pyproject.toml").is_file():
+        return ropefix.__version__
+    head = proc.run(["git", "-C", str(src), "rev-parse", "--short=9", "HEAD"])
+    if not head.ok:
+        return ropefix.__version__
+    dirty = proc.run(["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no", "--", "."]).out.strip()
+    return f"ropefix git {head.out.strip()}" + (" (uncommitted changes)" if dirty else "")
 
 
 def committed_dir() -> Path:

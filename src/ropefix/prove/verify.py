@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ropefix import __version__, proc, ui
+from ropefix import proc, ui
 from ropefix.errors import RopefixError
 from ropefix.prove.suite import PROFILES, SuiteResult
 from ropefix.prove.verdict import (
@@ -39,6 +39,7 @@ from ropefix.prove.verdict import (
     Verdict,
     worst,
 )
+from ropefix.prove.verdicts import kit_version
 
 # ``ropefix run``'s default families: the two the bug was reported against
 DEFAULT_MODELS = ("qwen2_vl", "qwen2_5_vl")
@@ -375,7 +376,7 @@ def verify(
     if not chosen:
         ui.info(f"verify: transformers {release}: no family carries a site any rule knows")
         return Report(
-            release, _torch_version(), __version__, profile, (), round(time.monotonic() - start, 2), str(pkg)
+            release, _torch_version(), kit_version(), profile, (), round(time.monotonic() - start, 2), str(pkg)
         )
     ui.info(f"verify: transformers {release} at {pkg}; families {', '.join(chosen)}; profile {profile}")
     ui.info("verify: [1/2] the suite on the unpatched tree")
@@ -431,7 +432,7 @@ def verify(
             )
         )
     report = Report(
-        release, torch, __version__, profile, tuple(families), round(time.monotonic() - start, 2), str(pkg)
+        release, torch, kit_version(), profile, tuple(families), round(time.monotonic() - start, 2), str(pkg)
     )
     return report
 
