@@ -82,12 +82,17 @@ def test_force_replaces_a_dirty_target_and_loses_nothing(fake: FakeIndex, tmp_pa
     old = sources.checkout("1.0.0", source="pypi", into=tmp_path / "wt")
     (old.path / MODEL).write_text("my edit\n")
     (old.path / "notes.txt").write_text("untracked work\n")
+    (old.path / "drafts").mkdir()  # an untracked folder of several files is work to commit, not ignored files
+    for name in ("a.md", "b.md", "c.md"):
+        (old.path / "drafts" / name).write_text(f"{name}\n")
     new = sources.checkout("1.1.0", source="pypi", into=tmp_path / "wt", force=True)
     assert (new.path / "src/transformers/__init__.py").read_text() == '__version__ = "1.1.0"\n'
     assert "saved as commit" in new.note and old.branch in new.note
     history = git.Repo(Store().path("repos", sources.HISTORY_REPO))
     assert history.show(old.branch, MODEL) == b"my edit\n"
     assert history.show(old.branch, "notes.txt") == b"untracked work\n"
+    assert history.show(old.branch, "drafts/c.md") == b"c.md\n"
+    assert not [p for p in tmp_path.iterdir() if ".ropefix-moved-" in p.name]  # committed, not moved aside
 
 
 def test_folder_that_is_no_work_tree_refused_then_moved_aside(fake: FakeIndex, tmp_path: Path) -> None:

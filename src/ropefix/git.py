@@ -191,7 +191,11 @@ class Repo:
         # a .gitignore (one imported from an sdist) shows importing's __pycache__/ as untracked, not ignored
         out = self.run("status", "--porcelain", "-z", "--untracked-files=all")
         changed = [e[3:] for e in out.split("\0") if len(e) > 3 and not (e.startswith("?? ") and e.endswith(skip))]
-        return changed + [p for p in self.ignored_paths() if not p.endswith(skip)]
+        return changed + self.ignored_work(disposable)
+
+    def ignored_work(self, disposable: Sequence[str] = DISPOSABLE) -> list[str]:
+        """Ignored files that are someone's work (``data/``, ``.venv/``): no commit can keep them."""
+        return [p for p in self.ignored_paths() if not p.endswith(tuple(disposable))]
 
     def rev_parse(self, ref: str) -> str:
         return self.run("rev-parse", "--verify", "-q", f"{ref}^{{commit}}")

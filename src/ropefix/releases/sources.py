@@ -230,7 +230,7 @@ def _clear_target(target: Path, force: bool) -> str:
     if git.is_repo(target) and _is_linked_worktree(target):
         tree = git.Repo(target)
         owner = git.Repo(Path(tree.run("rev-parse", "--path-format=absolute", "--git-common-dir")))
-        if len(tree.unsaved_paths()) > len(tree.dirty_paths()):
+        if tree.ignored_work():
             # Ignored files (data/, .venv/) cannot be committed: the whole tree moves, still a work tree.
             owner.run("worktree", "move", str(target), str(aside))
             return f"moved the previous tree at {target}, with its ignored files, to {aside} (still a work tree)"
