@@ -291,36 +291,15 @@ def test_a_rerun_replaces_its_own_outputs_but_not_an_edited_one(tmp_path: Path) 
 def test_a_dirty_pr_work_tree_in_the_cache_is_kept(tmp_path: Path) -> None:
     work = _affected_repo(tmp_path)
     bare = git.clone_bare(str(work.path), tmp_path / "upstream.git")
-    first = pr.make_pr(
-        "v0.0.1",
-        repo=str(bare.path),
-        out=tmp_path / "out1",
-        python="false",
-        evidence=None,
-        report=_toy_report(State.REPRODUCED_FIXED),
-    )
+    first = _toy_pr_into(bare, tmp_path / "out1")
     assert first.tree is not None and first.tree.name == "pr-v0.0.1"
     edited = first.tree / "src/transformers/models/toy_vl/modeling_toy_vl.py"
     edited.write_text(edited.read_text() + "# my follow-up edit\n")
     with pytest.raises(RopefixError) as e:
-        pr.make_pr(
-            "v0.0.1",
-            repo=str(bare.path),
-            out=tmp_path / "out2",
-            python="false",
-            evidence=None,
-            report=_toy_report(State.REPRODUCED_FIXED),
-        )
+        _toy_pr_into(bare, tmp_path / "out2")
     assert str(first.tree) in str(e.value) and "uncommitted" in str(e.value)
     assert edited.read_text().endswith("# my follow-up edit\n")
     git.Repo(first.tree).run("checkout", "--", ".")  # once clean, a re-run replaces it (its branch is kept)
-    again = pr.make_pr(
-        "v0.0.1",
-        repo=str(bare.path),
-        out=tmp_path / "out2",
-        python="false",
-        evidence=None,
-        report=_toy_report(State.REPRODUCED_FIXED),
-    )
+    again = _toy_pr_into(bare, tmp_path / "out2")
     assert again.tree == first.tree and again.branch != first.branch
     assert first.branch in git.Repo(again.tree).branches()  # the earlier topic branch and its commits stay
