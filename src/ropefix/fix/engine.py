@@ -13,6 +13,7 @@ import ast
 import contextlib
 import contextvars
 import difflib
+import functools
 import hashlib
 import os
 import shlex
@@ -179,6 +180,7 @@ class Outcome:
 _ACTIVE: contextvars.ContextVar[Memo | None] = contextvars.ContextVar("ropefix_scan_memo", default=None)
 
 
+@functools.cache  # the engine's source does not change while it runs
 def _fingerprint() -> str:
     here = Path(__file__).parent
     h = hashlib.sha256()

@@ -50,7 +50,7 @@ def generate(release: str, root: Path, plan: dict[str, list[str]] | None = None)
     ``plan`` (family -> rules) limits it to proven rules per family; None applies every rule everywhere
     (the static view, for ``--unproven`` uses and tests).
     """
-    return patch_mod.make(release, root, plan=plan if plan is not None else None)
+    return patch_mod.make(release, root, plan=plan)
 
 
 def generate_proven(release: str, root: Path, report: Report) -> Patch | None:
