@@ -397,17 +397,23 @@ def search(
     runner = Runner(model, seed, hotfix_arm)
     result = SuiteResult(model, transformers.__version__, _tf_root(), torch.__version__, profile)
     known: set[tuple[str, str]] = set()
+
+    def keep(failure: Failure) -> bool:
+        """Record a failure at a site not seen yet; whether it was new."""
+        if (failure.hazard, failure.site) in known:
+            return False
+        result.failures.append(failure)
+        known.add((failure.hazard, failure.site))
+        return True
+
     for ex in replay or []:
         failure = runner.replay(ex)
         result.replays.append({"example": ex, "failure": failure})
-        if failure is not None and (failure.hazard, failure.site) not in known:
-            result.failures.append(failure)
-            known.add((failure.hazard, failure.site))
+        if failure is not None:
+            keep(failure)
     for seed_ex in seeds(runner):
         failure = runner.check(*seed_ex)
-        if failure is not None and (failure.hazard, failure.site) not in known:
-            result.failures.append(failure)
-            known.add((failure.hazard, failure.site))
+        if failure is not None and keep(failure):
             if hotfix_arm and failure.hazard == "rope-deltas":
                 runner.hotfix_for(failure.example)
             _progress(f"{model}: {failure.hazard} at {failure.site} (a seed example)")
@@ -434,8 +440,7 @@ def search(
             prop()
             break
         except _NewSite as e:  # hypothesis re-raises the shrunk example's failure last
-            result.failures.append(e.failure)
-            known.add((e.failure.hazard, e.failure.site))
+            keep(e.failure)
             if hotfix_arm and e.failure.hazard == "rope-deltas":
                 runner.hotfix_for(e.failure.example)
             _progress(f"{model}: {e.failure.hazard} at {e.failure.site} ({runner.examples_run} examples)")
