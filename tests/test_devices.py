@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import numpy as np
 import pytest
@@ -465,6 +466,21 @@ def test_vmap_sees_the_devices_of_the_tensors_it_batches(sim) -> None:
 
     mask = torch.vmap(torch.vmap(torch.vmap(allowed, (None, None, 0)), (None, 0, None)), (0, None, None))
     rows = torch.arange(3, device="cuda:1")
+    plain = torch.vmap(
+        torch.vmap(torch.vmap(lambda b, q, k: (q >= k) & plain_pad[b, k], (None, None, 0)), (None, 0, None)),
+        (0, None, None),
+    )
+    with torch._C.DisableTorchFunction():  # torch itself, on the CPU
+        plain_pad = pad.clone()
+        try:
+            plain(torch.arange(1), torch.arange(3), torch.arange(3))
+            unsupported = None
+        except RuntimeError as e:  # torch < 2.7 cannot vmap tensor indexing (.item()): nor can the simulation
+            unsupported = str(e)
+    if unsupported:
+        with pytest.raises(RuntimeError, match=re.escape(unsupported)):
+            mask(torch.arange(1, device="cuda:1"), rows, rows)
+        return
     out = mask(torch.arange(1, device="cuda:1"), rows, rows)
     assert out.device == CUDA1
     assert out.cpu().tolist() == [[[True, False, False], [True, True, False], [True, True, False]]]

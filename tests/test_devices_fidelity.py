@@ -61,9 +61,18 @@ def _elementwise_expectation(ops: list[tuple[Value, bool]]) -> str | None:
     return None
 
 
+# torch 2.8 reworded the generated wrappers' device check
+_OLD_WRAPPER_TEXT = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) < (2, 8)
+
+
 def _wrapper_expectation(named: list[tuple[str, Value]], method: str) -> str | None:
     first = named[0][1].device
     for name, v in named[1:]:
+        if v.device != first and _OLD_WRAPPER_TEXT:
+            return (
+                f"Expected all tensors to be on the same device, but found at least two devices, {first} and "
+                f"{v.device}! (when checking argument for argument {name} in method wrapper_CUDA_{method})"
+            )
         if v.device != first:
             return (
                 f"Expected all tensors to be on the same device, but got {name} is on {v.device}, "
