@@ -205,6 +205,8 @@ def test_simulator_raises_exactly_where_pytorch_rules_say(placements, steps) -> 
     steps = steps[: len(expected)]
     with simulate(2):
         got = run(placements, steps)
+    with simulate(2, direct_entries=False):  # every call routed by torch through the mode: the same answers
+        assert run(placements, steps) == got
     # the same program on one device: the values every simulated step must reproduce bit for bit
     cpu = run([("cpu", s) for _, s in placements], reference)
     assert len(got) == len(expected)

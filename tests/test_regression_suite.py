@@ -7,7 +7,9 @@ happens in a subprocess with the tree first on the path, as ``ropefix verify`` d
 
 from __future__ import annotations
 
+import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -209,3 +211,44 @@ def test_the_search_starts_with_what_a_user_runs_first() -> None:
     assert {d for n, d in layout.device_map.items() if n not in towers} == {1}
     result = suite.search("qwen2_vl", max_examples=1)
     assert "rope-deltas" in {f.hazard for f in result.failures}
+
+
+# ---------------------------------------------------------------- direct entries change no finding
+
+
+@pytest.mark.slow
+@needs_red
+def test_the_committed_failing_layouts_fail_the_same_with_and_without_direct_entries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every layout the committed 4.49.0 verdicts prove a failure on (the unpatched tree's proofs) and every
+    layout the hotfix arm ran: replayed with the simulator's direct entries and with every call routed by
+    torch through the mode, each gives the same failure (hazard, site, error) or the same pass."""
+    import functools
+
+    from ropefix import devices
+    from ropefix.prove import verdicts
+
+    report = verdicts.committed(RED_RELEASE)
+    assert report is not None
+    examples: list[tuple[str, dict]] = []
+    for fam in report.families:
+        for v in fam.verdicts:
+            if v.proof is not None and v.proof.tree == "unpatched":
+                examples.append((fam.family, asdict(v.proof.failure.example)))
+        examples += [(fam.family, {**asdict(h.example), "arm": "placed"}) for h in fam.hotfix]
+    examples = list({json.dumps(e, sort_keys=True): (m, e) for m, e in examples}.values())  # one per layout
+    assert len(examples) >= 4
+
+    def outcomes() -> list[tuple[str, ...] | None]:
+        runners = {model: suite.Runner(model) for model, _ in examples}
+        found = []
+        for model, example in examples:
+            failure = runners[model].replay(example)
+            found.append(None if failure is None else (failure.hazard, failure.site, failure.error))
+        return found
+
+    direct = outcomes()
+    monkeypatch.setattr(devices, "simulate", functools.partial(devices.simulate, direct_entries=False))
+    assert outcomes() == direct
+    assert sum(f is not None and f[0] == "rope-deltas" for f in direct) >= 2  # the failures are there to compare

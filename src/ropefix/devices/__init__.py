@@ -5,8 +5,9 @@ CPU, so results are bit-identical to a plain CPU run, while mixing devices raise
 errors. ``torch.cuda`` answers for the virtual devices (``cuda_api``), so accelerate's
 ``dispatch_model`` and ``infer_auto_device_map`` place models as they would on a real machine.
 Built on torch's public extension point ``torch.overrides.TorchFunctionMode``; the ``torch.cuda``
-functions (and accelerate's hook moves, see ``accel``) are patched for the duration of the context
-only. CUDA kernels that take dtypes the CPU's refuse give CUDA's result on simulated devices
+functions, accelerate's hook moves (``accel``) and the names of the hottest torch calls (``direct``:
+they reach the mode's handler without torch's round trip) are patched for the duration of the
+context only. CUDA kernels that take dtypes the CPU's refuse give CUDA's result on simulated devices
 (``kernels``).
 """
 
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ropefix.devices import accel
+from ropefix.devices import accel, direct
 from ropefix.devices.cuda_api import CudaFacade, patched
 from ropefix.devices.mode import DeviceMode
 from ropefix.devices.storage import device_of
@@ -75,8 +76,14 @@ def _threads_enter(mode: DeviceMode) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def simulate(n: int = 2, kind: str = "cuda", memory: int = DEFAULT_MEMORY) -> Iterator[Simulator]:
-    """Simulate ``n`` devices ``{kind}:0 .. {kind}:{n-1}`` of ``memory`` bytes each on the CPU."""
+def simulate(
+    n: int = 2, kind: str = "cuda", memory: int = DEFAULT_MEMORY, *, direct_entries: bool = True
+) -> Iterator[Simulator]:
+    """Simulate ``n`` devices ``{kind}:0 .. {kind}:{n-1}`` of ``memory`` bytes each on the CPU.
+
+    ``direct_entries=False`` leaves every torch call to torch's routing through the mode (the
+    same handlers, slower; see ``direct``): the differential tests compare the two.
+    """
     if kind not in KINDS:
         raise RopefixError(
             f"the device simulator cannot simulate {kind!r} devices; it simulates {', '.join(KINDS)}. "
@@ -95,7 +102,8 @@ def simulate(n: int = 2, kind: str = "cuda", memory: int = DEFAULT_MEMORY) -> It
         facade = CudaFacade(n, memory)
         mode = DeviceMode(kind, n, facade)
         sim = Simulator(n=n, kind=kind, memory=memory, devices=list(mode.devices), mode=mode)
-        with patched(facade), accel.patched(mode), _threads_enter(mode), mode:
+        entries = direct.patched(mode) if direct_entries else contextlib.nullcontext()
+        with patched(facade), accel.patched(mode), _threads_enter(mode), entries, mode:
             yield sim
     finally:
         _active.release()

@@ -92,6 +92,26 @@ class DeviceMode(Calls, TorchFunctionMode):
             return func(*args, **kwargs) if kwargs else func(*args)
         return handler(func, args, kwargs or {})
 
+    def handler(self, func: Any) -> Callable[[Any, tuple, dict], Any]:
+        """What ``__torch_function__`` does for ``func``, as one callable ``(func, args, kwargs)``."""
+        handler = self._table.get(func, _MISSING)
+        if handler is _MISSING:
+            return self.op
+        if handler is None:
+            return _passthrough
+        return handler
+
+    def alias(self, name: Any, func: Any) -> None:
+        """Handle calls that reach the mode as ``name`` (a direct entry) as calls of ``func``.
+
+        Torch passes the function it finds under the name the call was made by, which during a
+        simulation is the entry itself. Generic ops need nothing: the entry, called inside the
+        handler, calls ``func``.
+        """
+        handler = self._table.get(func, _MISSING)
+        if handler is not _MISSING:
+            self._table[name] = handler
+
     def op(self, func: Any, args: tuple, kwargs: dict | None) -> Any:
         """A generic op: element-wise device rules, results on the common device."""
         # Written out flat (no helper calls, no list unless a sequence of tensors or a mismatch
@@ -243,6 +263,10 @@ class DeviceMode(Calls, TorchFunctionMode):
         elif out is not t and current.type == self.kind:
             tag(out, current)
         return out
+
+
+def _passthrough(func: Any, args: tuple, kwargs: dict) -> Any:
+    return func(*args, **kwargs) if kwargs else func(*args)
 
 
 def _is_int(x: object) -> bool:
