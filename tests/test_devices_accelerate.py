@@ -340,6 +340,8 @@ def test_hook_moves_give_what_accelerates_own_function_gives() -> None:
             {"hidden": x1, "pos": (x0, x1), "mask": None, "cache": object, "flag": True},
             pair(x0, x1),  # namedtuple: accelerate's own function
             {"a": x1, "m": _Movable()},  # an object with .to: accelerate's own function
+            (),  # a module called with keywords only
+            {},  # a module called without keywords: new empty dicts, as accelerate builds
         ]
         for value in structures:
             for device, skip in [(0, None), ("cuda:1", None), (torch.device("cuda", 0), "pos"), ("cpu", ["a"])]:
@@ -347,6 +349,7 @@ def test_hook_moves_give_what_accelerates_own_function_gives() -> None:
                 theirs = original(value, device, skip_keys=skip)
                 assert _shape(ours) == _shape(theirs)
                 assert type(ours) is type(theirs)
+                assert (ours is value) == (theirs is value)
         assert accelerate.hooks.send_to_device(x0, 0) is x0  # nothing to move: the same tensor
         with torch._C.DisableTorchFunction():  # no mode running: accelerate's function, real devices
             assert accelerate.hooks.send_to_device(torch.ones(1), "cpu").device == torch.device("cpu")
