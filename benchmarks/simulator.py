@@ -3,16 +3,19 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/simulator.py [--repeats 7] [--tokens 16] [--profile 25]
 
 Prints the best (min, robust to other load on the machine; the ratios use it) and the median
-seconds per generate for: plain CPU; a TorchFunctionMode that does nothing (the floor any
-mode-based simulator pays: torch routes every call through Python); the simulator with the
-whole model on cuda:0 (the simulator's own cost); a 2-way split placed by accelerate's
-dispatch_model (what the regression suite runs: simulator plus accelerate's hooks); accelerate's
-hooks alone (hooks on the split's eight blocks, every one on the CPU); the hooks dispatch_model
-really installs (one per module holding weights: 53 per forward here) on an all-CPU map; and those
-hooks under the empty mode (the floor for the split: any mode-based simulator running
-accelerate's hooks pays it). All are measured in one run, interleaved; the last column is the
-min of the thread's CPU time, which other processes on the machine do not inflate. Then a
-cProfile of the simulated split, top entries by own time.
+seconds per generate for: plain CPU; a TorchFunctionMode that does nothing (what a simulator
+pays when torch routes every call through Python); the simulator with the whole model on cuda:0
+(the simulator's own cost); a 2-way split placed by accelerate's dispatch_model (what the
+regression suite runs: simulator plus accelerate's hooks); the same split with every call left
+to torch's routing through the mode (``direct_entries=False``: what the direct entries of
+``ropefix.devices.direct`` save); accelerate's hooks alone (hooks on the split's eight blocks,
+every one on the CPU); the hooks dispatch_model really installs (one per module holding weights:
+53 per forward here) on an all-CPU map; and those hooks under the empty mode (the floor of a
+simulator that lets torch route every call and runs accelerate's hooks; the direct entries are
+how the split gets below it). All are measured in one run, interleaved; the last column is the
+min of the thread's CPU time, which other processes on the machine do not inflate. Then how
+many torch calls of one split generate still cross the mode, with and without direct entries,
+and a cProfile of the simulated split, top entries by own time.
 Requirement: split / plain <= 3; target <= 2 (wall-clock min).
 """
 
@@ -34,6 +37,7 @@ from torch.overrides import TorchFunctionMode
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from ropefix.devices import simulate
+from ropefix.devices.mode import DeviceMode
 
 LAYERS = 4
 
@@ -81,7 +85,7 @@ def dispatched_on_cpu(model: Qwen2ForCausalLM) -> Qwen2ForCausalLM:
 
 
 class EmptyMode(TorchFunctionMode):
-    """The floor: what any TorchFunctionMode costs before it does anything."""
+    """What a TorchFunctionMode costs before it does anything, when torch routes every call to it."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         return func(*args, **(kwargs or {}))
@@ -93,6 +97,25 @@ def timed(fn: Callable[[], object], cpu: list[float]) -> float:
     fn()
     cpu.append(time.thread_time() - start_cpu)
     return time.perf_counter() - start
+
+
+def crossings(run: Callable[[], object], entries: bool) -> int:
+    """How many calls torch routes through the simulation's mode during ``run()``."""
+    count = 0
+    handle = DeviceMode.__torch_function__
+
+    def counting(self, func, types, args=(), kwargs=None):
+        nonlocal count
+        count += 1
+        return handle(self, func, types, args, kwargs)
+
+    with torch.inference_mode(), simulate(2, direct_entries=entries):
+        DeviceMode.__torch_function__ = counting  # type: ignore[method-assign]
+        try:
+            run()
+        finally:
+            DeviceMode.__torch_function__ = handle  # type: ignore[method-assign]
+    return count
 
 
 def main() -> None:
@@ -113,6 +136,7 @@ def main() -> None:
         "empty mode",
         "sim 1 device",
         "sim 2-way split",
+        "split, routed",
         "hooks, no sim",
         "dispatch hooks",
         "empty + dispatch",
@@ -138,6 +162,10 @@ def main() -> None:
             with simulate(2):
                 times["sim 1 device"].append(timed(lambda: one.generate(on0, **gen), cpu["sim 1 device"]))
                 times["sim 2-way split"].append(timed(lambda: split.generate(on0, **gen), cpu["sim 2-way split"]))
+            with simulate(2, direct_entries=False):
+                times["split, routed"].append(timed(lambda: split.generate(on0, **gen), cpu["split, routed"]))
+        with simulate(2, direct_entries=False):
+            outputs.append(split.generate(on0, **gen))
     assert all(torch.equal(out.cpu(), reference) for out in outputs), "simulated runs must be bit-identical"
 
     best, mid, best_cpu = min(times["plain"]), statistics.median(times["plain"]), min(cpu["plain"])
@@ -158,6 +186,12 @@ def main() -> None:
     print(
         f"simulator overhead (2-way split / plain, min): x{split_ratio:.2f}  "
         f"[required <= 3: {required}; target <= 2.0: {target}]"
+    )
+
+    crossing = {entries: crossings(lambda: split.generate(on0, **gen), entries) for entries in (False, True)}
+    print(
+        f"torch calls crossing the mode in one split generate: {crossing[False]} routed by torch, "
+        f"{crossing[True]} with direct entries ({1 - crossing[True] / crossing[False]:.0%} served directly)"
     )
 
     if args.profile:
