@@ -213,6 +213,16 @@ def test_torch_is_restored_after_the_simulation_even_after_an_error() -> None:
     assert (-x).tolist() == [-1.0, -1.0] and x.shape == (2,) and torch.cat([x, x]).shape == (4,)
 
 
+def test_torchs_tables_of_overridable_functions_never_hold_an_entry() -> None:
+    with simulate(2):
+        methods = torch.overrides._get_tensor_methods()
+        by_namespace = torch.overrides.get_overridable_functions()
+    assert torch.Tensor.mul in methods and torch.Tensor.to in methods
+    assert not [f for f in methods if getattr(f, "__qualname__", "").startswith("_make.")]
+    assert torch.cat in by_namespace[torch] and torch.nn.functional.linear in by_namespace[torch.nn.functional]
+    assert not [f for f in by_namespace[torch.Tensor] if getattr(f, "__qualname__", "").startswith("_make.")]
+
+
 def test_a_thread_outside_the_simulation_gets_torch_itself() -> None:
     """A thread started before the simulation has no mode: the entries hand its calls to the originals."""
     go, done = threading.Event(), threading.Event()

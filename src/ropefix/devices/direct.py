@@ -147,6 +147,10 @@ def entries() -> list[Entry]:
 def _find() -> list[Entry]:
     if not all(hasattr(_C, name) for name in _TORCH_NEEDS):
         return []
+    # torch's tables of overridable functions are built once, from whatever the names hold then:
+    # built now, they hold the originals, never an entry (10 ms, once per process)
+    for table in ("_get_overridable_functions", "_get_tensor_methods"):
+        getattr(torch.overrides, table, lambda: None)()
     found: list[Entry] = []
     own = Tensor.__dict__
     for name in METHODS:
