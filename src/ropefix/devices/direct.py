@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
 Tensor = torch.Tensor
 _C = torch._C
-_MISSING = object()
 # what an entry asks torch about the mode stack (private, present from torch 2.1 on): without them, no entries
 _TORCH_NEEDS = ("_is_torch_function_mode_enabled", "_pop_torch_function_stack", "_push_on_torch_function_stack")
 
@@ -95,15 +94,11 @@ FUNCTIONS: tuple[tuple[Any, str], ...] = (
 
 
 # Operators: torch passes the method the operator is bound to; a probe call finds which.
-def _two(x: Tensor) -> Any:
-    return 2
-
-
 BINARY: tuple[tuple[str, Callable[[Tensor], Any]], ...] = (
     ("__mul__", lambda x: operator.mul(x, x)),
-    ("__rmul__", lambda x: operator.mul(_two(x), x)),
+    ("__rmul__", lambda x: operator.mul(2, x)),
     ("__add__", lambda x: operator.add(x, x)),
-    ("__radd__", lambda x: operator.add(_two(x), x)),
+    ("__radd__", lambda x: operator.add(2, x)),
     ("__sub__", lambda x: operator.sub(x, x)),
     ("__truediv__", lambda x: operator.truediv(x, x)),
     ("__matmul__", lambda x: operator.matmul(x, x)),
