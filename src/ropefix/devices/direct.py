@@ -192,16 +192,16 @@ def _c_level(name: str) -> bool:
 @contextlib.contextmanager
 def patched(mode: DeviceMode) -> Iterator[list[Entry]]:
     """Point every entry's name at an entry into ``mode`` for the duration of the context."""
-    done: list[tuple[Entry, Any]] = []
+    done: list[Entry] = []
     try:
         for entry in entries():
             made = _make(mode, entry)
             mode.alias(made.__get__ if entry.kind == "getter" else made, entry.func)
             setattr(entry.owner, entry.name, made)
-            done.append((entry, made))
-        yield [entry for entry, _ in done]
+            done.append(entry)
+        yield list(done)
     finally:
-        for entry, _ in reversed(done):
+        for entry in reversed(done):
             if entry.owner is Tensor and entry.inherited:  # deleting uncovers TensorBase's again
                 delattr(Tensor, entry.name)
             else:
@@ -214,10 +214,10 @@ def _make(mode: DeviceMode, entry: Entry) -> Any:
     enabled = _C._is_torch_function_mode_enabled
     pop, push = _C._pop_torch_function_stack, _C._push_on_torch_function_stack
 
-    if entry.kind == "getter":
-        get = original.__get__
+    if entry.kind in ("getter", "unary"):  # one tensor, ``self``
+        fallback = original.__get__ if entry.kind == "getter" else original
 
-        def getter(self: Any) -> Any:
+        def one(self: Any) -> Any:
             if enabled():
                 top = pop()
                 try:
@@ -225,23 +225,9 @@ def _make(mode: DeviceMode, entry: Entry) -> Any:
                         return handler(func, (self,), {})
                 finally:
                     push(top)
-            return get(self)
+            return fallback(self)
 
-        return property(getter, doc=original.__doc__)
-
-    if entry.kind == "unary":
-
-        def unary(self: Any) -> Any:
-            if enabled():
-                top = pop()
-                try:
-                    if top is mode:
-                        return handler(func, (self,), {})
-                finally:
-                    push(top)
-            return original(self)
-
-        return unary
+        return property(one, doc=original.__doc__) if entry.kind == "getter" else one
 
     if entry.kind == "binary":
 
