@@ -213,6 +213,16 @@ def test_torch_is_restored_after_the_simulation_even_after_an_error() -> None:
     assert (-x).tolist() == [-1.0, -1.0] and x.shape == (2,) and torch.cat([x, x]).shape == (4,)
 
 
+def test_a_call_torch_routes_with_an_entry_as_its_function_gets_the_originals_handler() -> None:
+    """Calling torch's C method itself (not through the name) makes torch look the name up: the mode is then
+    handed the entry, and must answer as for the original (``DeviceMode.alias``)."""
+    with simulate(2):
+        x = torch.ones(2, device="cuda:0")
+        assert torch._C.TensorBase.device.__get__(x) == CUDA0
+        moved = torch._C.TensorBase.to(x, "cuda:1")
+        assert virtual_device(moved) == CUDA1
+
+
 def test_torchs_tables_of_overridable_functions_never_hold_an_entry() -> None:
     with simulate(2):
         methods = torch.overrides._get_tensor_methods()
